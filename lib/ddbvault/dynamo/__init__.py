@@ -1,0 +1,1 @@
+"""DynamoDB access: pacing, retries, segmented scans, batch writes, table descriptions."""
