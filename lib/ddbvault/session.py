@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
 from typing import Dict, List, Mapping, Optional
 
 from ddbvault.aws import endpoint_environment
@@ -55,6 +56,10 @@ def local_settings() -> Dict[str, str]:
     conf = {
         "spark.jars": ",".join(local_jars()),
         "spark.sql.shuffle.partitions": "8",
+        # Delta rebuilds a snapshot's state with 50 shuffle partitions by default: seconds of overhead per
+        # commit on a laptop's small logs. Clusters keep the default.
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.ui.showConsoleProgress": "false",
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.path.style.access": "true",
         # s3a's multipart threads and connection pool sized for a laptop, not a fleet.
@@ -81,6 +86,10 @@ def build_session(app_name: str, conf: Optional[Mapping[str, str]] = None):
     """
     from pyspark.sql import SparkSession
 
+    if not on_emr():
+        # Python workers run the driver's interpreter (the venv), not whatever `python3` is on PATH; pyspark
+        # reads this variable, not the spark.pyspark.python setting, when the driver is a plain Python process.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings: Dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
     settings.update(DELTA_SETTINGS)
     if not on_emr():

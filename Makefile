@@ -1,0 +1,58 @@
+# ddbvault: `make demo` shows the whole DR cycle on this machine, `make test` runs the suite.
+SPARK ?= 3.5
+PYTHON ?= python3
+ifeq ($(SPARK),3.5)
+VENV := .venv
+EXTRA := spark
+else
+VENV := .venv-spark$(SPARK)
+EXTRA := spark$(subst .,,$(SPARK))
+endif
+PY := $(VENV)/bin/python
+JARS := .jars/spark-$(SPARK)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup jars test smoke lint demo bench bench-node clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@echo "  SPARK=3.5 (default: pyspark 3.5 + Delta 3.3, EMR 7) or SPARK=4.0 (pyspark 4.0 + Delta 4.0, emr-spark-8)"
+
+setup: $(VENV)/.installed $(JARS)/.fetched ## venv with ddbvault, Spark, Delta, test tools; Delta/s3a jars
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRA),test,bench]"
+	touch $@
+
+jars: $(JARS)/.fetched ## fetch the Delta and s3a jars for SPARK from Maven Central into .jars/
+
+$(JARS)/.fetched: build/pom.xml
+	mvn -q -B -f build/pom.xml -P spark-$(SPARK) dependency:copy-dependencies
+	touch $@
+
+test: setup ## the whole suite (starts and stops its own moto server)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+smoke: setup ## the cross-version smoke tests only (use with SPARK=4.0)
+	$(PY) -m pytest -m smoke $(PYTEST_ARGS)
+
+lint: setup ## ruff, targeting Python 3.9 (EMR 7's interpreter)
+	$(VENV)/bin/ruff check lib jobs tests bench demo
+
+demo: setup ## the whole DR cycle on loopback: export, outage, restore, verify
+	$(PY) demo/run_demo.py
+
+bench-node: bench/node_modules/.installed
+
+bench/node_modules/.installed: bench/package.json
+	cd bench && npm install --no-audit --no-fund --silent
+	touch $@
+
+bench: setup bench-node ## benchmarks against dynamodump and raw boto3 on dynalite (prints figures)
+	$(PY) bench/run_all.py
+
+clean: ## remove venvs, jars and build output
+	rm -rf .venv .venv-spark* .jars build/target .demo bench/.out

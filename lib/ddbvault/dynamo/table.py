@@ -1,0 +1,257 @@
+"""Table descriptions: capture everything a restore needs, and rebuild a table from it.
+
+DescribeTable alone is not enough: TTL, tags and point-in-time recovery come from their own calls. The capture
+is plain JSON (datetimes as ISO text) so it can travel in the vault and be read in another region.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Tuple
+
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from ddbvault import aws
+from ddbvault.errors import TableError, UsageError
+
+log = logging.getLogger(__name__)
+
+NEW_IMAGE_VIEWS = ("NEW_AND_OLD_IMAGES", "NEW_IMAGE")
+
+
+def _control(region: str):
+    return aws.client("dynamodb", region)
+
+
+def table_error(table: str, region: str, exc: Exception) -> TableError:
+    """A TableError that says which table, which region, and what to check."""
+    if isinstance(exc, ClientError):
+        code = exc.response["Error"].get("Code", "")
+        if code == "ResourceNotFoundException":
+            return TableError(f"table {table} does not exist in region {region}: check --table and --region")
+        if code in ("AccessDeniedException", "UnrecognizedClientException"):
+            return TableError(f"access to table {table} in region {region} was denied ({code}): "
+                              f"check the job's credentials and IAM policy")
+        return TableError(f"DynamoDB refused a request on table {table} in region {region}: {code}: "
+                          f"{exc.response['Error'].get('Message', '')}")
+    if isinstance(exc, EndpointConnectionError):
+        return TableError(f"cannot reach DynamoDB for region {region} ({exc}): check --region, "
+                          f"AWS_ENDPOINT_URL_DYNAMODB and the network")
+    return TableError(f"DynamoDB call on table {table} in region {region} failed: {exc}")
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+
+
+def capture(table: str, region: str) -> Dict[str, Any]:
+    """DescribeTable, DescribeTimeToLive, ListTagsOfResource (every page) and DescribeContinuousBackups."""
+    ddb = _control(region)
+    try:
+        description = ddb.describe_table(TableName=table)["Table"]
+        ttl = ddb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+        tags: List[Dict[str, str]] = []
+        token = None
+        while True:
+            kwargs = {"ResourceArn": description["TableArn"]}
+            if token:
+                kwargs["NextToken"] = token
+            page = ddb.list_tags_of_resource(**kwargs)
+            tags.extend(page.get("Tags", []))
+            token = page.get("NextToken")
+            if not token:
+                break
+        backups = ddb.describe_continuous_backups(TableName=table).get("ContinuousBackupsDescription", {})
+    except (ClientError, BotoCoreError) as exc:
+        raise table_error(table, region, exc) from exc
+    return _plain({
+        "captured_at": datetime.now(timezone.utc).isoformat(),
+        "region": region,
+        "table_name": table,
+        "table": description,
+        "time_to_live": ttl,
+        "tags": tags,
+        "continuous_backups": backups,
+    })
+
+
+def key_names(meta: Dict[str, Any]) -> Tuple[str, Optional[str]]:
+    """(hash key name, range key name or None) of the captured table."""
+    schema = meta["table"]["KeySchema"]
+    hash_key = next(k["AttributeName"] for k in schema if k["KeyType"] == "HASH")
+    range_key = next((k["AttributeName"] for k in schema if k["KeyType"] == "RANGE"), None)
+    return hash_key, range_key
+
+
+def billing_mode(description: Dict[str, Any]) -> str:
+    return (description.get("BillingModeSummary") or {}).get("BillingMode", "PROVISIONED")
+
+
+def stream_view(description: Dict[str, Any]) -> Optional[str]:
+    spec = description.get("StreamSpecification") or {}
+    return spec.get("StreamViewType") if spec.get("StreamEnabled") else None
+
+
+def _throughput(source: Dict[str, Any]) -> Dict[str, int]:
+    return {"ReadCapacityUnits": int(source["ReadCapacityUnits"]),
+            "WriteCapacityUnits": int(source["WriteCapacityUnits"])}
+
+
+def _on_demand(source: Optional[Dict[str, Any]]) -> Optional[Dict[str, int]]:
+    limits = {k: int(v) for k, v in (source or {}).items()
+              if k in ("MaxReadRequestUnits", "MaxWriteRequestUnits") and int(v) > 0}
+    return limits or None
+
+
+def _warm(source: Optional[Dict[str, Any]]) -> Optional[Dict[str, int]]:
+    warm = {k: int(v) for k, v in (source or {}).items()
+            if k in ("ReadUnitsPerSecond", "WriteUnitsPerSecond") and int(v) > 0}
+    return warm or None
+
+
+def create_request(meta: Dict[str, Any], table_name: str, *, mode: Optional[str] = None,
+                   kms_key: Optional[str] = None) -> Tuple[Dict[str, Any], List[str]]:
+    """CreateTable parameters rebuilding the captured table as ``table_name``, and notes for the operator.
+
+    Pure: no AWS calls. TTL and point-in-time recovery are not CreateTable settings; see :func:`finish`.
+    """
+    src = meta["table"]
+    notes: List[str] = []
+    mode = mode or billing_mode(src)
+    provisioned = mode == "PROVISIONED"
+    request: Dict[str, Any] = {
+        "TableName": table_name,
+        "AttributeDefinitions": src["AttributeDefinitions"],
+        "KeySchema": src["KeySchema"],
+        "BillingMode": mode,
+    }
+    if provisioned:
+        if "ReadCapacityUnits" not in (src.get("ProvisionedThroughput") or {}) or \
+                int(src["ProvisionedThroughput"]["ReadCapacityUnits"]) == 0:
+            raise UsageError(f"table {meta['table_name']} was on-demand; --billing-mode PROVISIONED needs "
+                             f"capacity ddbvault cannot guess: restore on-demand and switch after the load")
+        request["ProvisionedThroughput"] = _throughput(src["ProvisionedThroughput"])
+    elif _on_demand(src.get("OnDemandThroughput")):
+        request["OnDemandThroughput"] = _on_demand(src.get("OnDemandThroughput"))
+    warm = _warm(src.get("WarmThroughput"))
+    if warm:
+        request["WarmThroughput"] = warm
+    lsis = [{"IndexName": i["IndexName"], "KeySchema": i["KeySchema"], "Projection": i["Projection"]}
+            for i in src.get("LocalSecondaryIndexes", [])]
+    if lsis:
+        request["LocalSecondaryIndexes"] = lsis
+    gsis = []
+    for index in src.get("GlobalSecondaryIndexes", []):
+        gsi: Dict[str, Any] = {"IndexName": index["IndexName"], "KeySchema": index["KeySchema"],
+                               "Projection": index["Projection"]}
+        if provisioned:
+            gsi["ProvisionedThroughput"] = _throughput(index.get("ProvisionedThroughput") or
+                                                       src["ProvisionedThroughput"])
+        elif _on_demand(index.get("OnDemandThroughput")):
+            gsi["OnDemandThroughput"] = _on_demand(index.get("OnDemandThroughput"))
+        if _warm(index.get("WarmThroughput")):
+            gsi["WarmThroughput"] = _warm(index.get("WarmThroughput"))
+        gsis.append(gsi)
+    if gsis:
+        request["GlobalSecondaryIndexes"] = gsis
+    view = stream_view(src)
+    if view:
+        request["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": view}
+    sse = src.get("SSEDescription") or {}
+    if kms_key:
+        request["SSESpecification"] = {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": kms_key}
+        notes.append(f"encryption: KMS key {kms_key}")
+    elif sse.get("SSEType") == "KMS":
+        source_key = sse.get("KMSMasterKeyArn", "?")
+        notes.append(f"encryption: the source used KMS key {source_key}, which belongs to its region; the replica "
+                     f"uses the AWS-owned key (pass --kms-key for a key of the recovery region)")
+    table_class = (src.get("TableClassSummary") or {}).get("TableClass")
+    if table_class:
+        request["TableClass"] = table_class
+    if src.get("DeletionProtectionEnabled"):
+        request["DeletionProtectionEnabled"] = True
+    if meta.get("tags"):
+        request["Tags"] = meta["tags"]
+    return request, notes
+
+
+def wait_active(table: str, region: str, timeout_s: float = 1800.0) -> Dict[str, Any]:
+    """Poll DescribeTable until the table and all its GSIs are ACTIVE."""
+    ddb = _control(region)
+    deadline = time.time() + timeout_s
+    delay = 0.2
+    while True:
+        try:
+            description = ddb.describe_table(TableName=table)["Table"]
+        except ClientError as exc:
+            if exc.response["Error"].get("Code") != "ResourceNotFoundException":
+                raise table_error(table, region, exc) from exc
+            description = {"TableStatus": "CREATING"}
+        statuses = [description.get("TableStatus")] + [g.get("IndexStatus") for g in
+                                                       description.get("GlobalSecondaryIndexes", [])]
+        if all(s == "ACTIVE" for s in statuses):
+            return description
+        if time.time() > deadline:
+            raise TableError(f"table {table} in region {region} is still {statuses} after {timeout_s:.0f}s; "
+                             f"check it in the console and rerun")
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def describe(table: str, region: str) -> Optional[Dict[str, Any]]:
+    """DescribeTable's Table, or None when there is no such table."""
+    try:
+        return _control(region).describe_table(TableName=table)["Table"]
+    except ClientError as exc:
+        if exc.response["Error"].get("Code") == "ResourceNotFoundException":
+            return None
+        raise table_error(table, region, exc) from exc
+    except BotoCoreError as exc:
+        raise table_error(table, region, exc) from exc
+
+
+def create(request: Dict[str, Any], region: str) -> Dict[str, Any]:
+    """CreateTable, then wait for ACTIVE."""
+    table = request["TableName"]
+    try:
+        _control(region).create_table(**request)
+    except (ClientError, BotoCoreError) as exc:
+        raise table_error(table, region, exc) from exc
+    return wait_active(table, region)
+
+
+def enable_point_in_time_recovery(meta: Dict[str, Any], table: str, region: str) -> bool:
+    """Turn PITR on for the replica when the source had it; True when it did."""
+    pitr = (meta.get("continuous_backups") or {}).get("PointInTimeRecoveryDescription") or {}
+    if pitr.get("PointInTimeRecoveryStatus") != "ENABLED":
+        return False
+    try:
+        _control(region).update_continuous_backups(
+            TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+    except (ClientError, BotoCoreError) as exc:
+        raise table_error(table, region, exc) from exc
+    return True
+
+
+def enable_ttl(meta: Dict[str, Any], table: str, region: str) -> Optional[str]:
+    """Turn TTL on with the source's attribute (only after the load); the attribute name, or None."""
+    ttl = meta.get("time_to_live") or {}
+    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING") or not ttl.get("AttributeName"):
+        return None
+    try:
+        _control(region).update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]})
+    except (ClientError, BotoCoreError) as exc:
+        raise table_error(table, region, exc) from exc
+    return ttl["AttributeName"]
+
+
+def key_schema_matches(meta: Dict[str, Any], existing: Dict[str, Any]) -> bool:
+    """True when an existing table has the captured table's key names, roles and types."""
+    def shape(description: Dict[str, Any]) -> List[Tuple[str, str, str]]:
+        types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
+        return sorted((k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], "?"))
+                      for k in description["KeySchema"])
+    return shape(meta["table"]) == shape(existing)

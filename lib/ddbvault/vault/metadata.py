@@ -1,0 +1,111 @@
+"""The vault's identity, its table descriptions, and its run history.
+
+Each export commit to ``items`` carries the full table capture in Delta's commit ``userMetadata``, so a restore
+``--as-of-version N`` rebuilds the table exactly as it was captured with that version's items, atomically with
+them (no side file can disagree with the data). ``_ddbvault/table.json`` keeps a readable copy of the newest.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+from ddbvault.errors import VaultError
+from ddbvault.vault import layout, store
+
+log = logging.getLogger(__name__)
+
+COMMIT_KEY = "ddbvault"
+
+
+def format_uri(vault: str) -> str:
+    return layout.join(vault, layout.META_DIR, "format.json")
+
+
+def claim(vault: str, table_meta: Dict[str, Any], region: Optional[str] = None) -> Dict[str, Any]:
+    """Check that ``vault`` is empty or already this table's vault, and stamp it on first use.
+
+    Refuses a path holding anything else (another table's vault, a newer format, foreign files).
+    """
+    table = table_meta["table_name"]
+    stamp = store.read_json(format_uri(vault), region)
+    if stamp is None:
+        foreign = [n for n in store.list_names(vault, region) if n not in (layout.ITEMS_DIR, layout.META_DIR)]
+        if foreign or layout.ITEMS_DIR in store.list_names(vault, region):
+            shown = ", ".join((foreign or [layout.ITEMS_DIR])[:5])
+            raise VaultError(f"{vault} is not empty ({shown}) and is not a ddbvault vault: "
+                             f"choose an empty path or the vault of table {table}")
+        stamp = {
+            "format_version": layout.FORMAT_VERSION,
+            "table_name": table,
+            "table_arn": table_meta["table"].get("TableArn"),
+            "source_region": table_meta["region"],
+            "key_schema": table_meta["table"]["KeySchema"],
+            "created_at": table_meta["captured_at"],
+        }
+        store.write_json(format_uri(vault), stamp, region)
+        log.info("new vault %s for table %s", vault, table)
+        return stamp
+    check_format(vault, stamp)
+    if stamp.get("table_name") != table:
+        raise VaultError(f"{vault} is the vault of table {stamp.get('table_name')} "
+                         f"(region {stamp.get('source_region')}), not of {table}: use that table's own vault path")
+    if stamp.get("key_schema") != table_meta["table"]["KeySchema"]:
+        raise VaultError(f"table {table} now has key schema {table_meta['table']['KeySchema']} but {vault} holds "
+                         f"{stamp.get('key_schema')}: the table was recreated; export it to a new vault path")
+    return stamp
+
+
+def check_format(vault: str, stamp: Dict[str, Any]) -> None:
+    version = stamp.get("format_version")
+    if not isinstance(version, int) or version > layout.FORMAT_VERSION:
+        raise VaultError(f"{vault} has vault format {version}; this ddbvault reads format "
+                         f"{layout.FORMAT_VERSION}: upgrade ddbvault")
+
+
+def read_stamp(vault: str, region: Optional[str] = None) -> Dict[str, Any]:
+    """The vault's format stamp; a clear error when ``vault`` is no vault."""
+    stamp = store.read_json(format_uri(vault), region)
+    if stamp is None:
+        raise VaultError(f"{vault} is not a ddbvault vault (no {layout.META_DIR}/format.json): "
+                         f"check --vault, or run export_table first")
+    check_format(vault, stamp)
+    return stamp
+
+
+def commit_metadata(job: str, run_id: str, **fields: Any) -> str:
+    """The ``userMetadata`` text of a ddbvault commit to ``items``."""
+    return json.dumps({COMMIT_KEY: {"format_version": layout.FORMAT_VERSION, "job": job, "run_id": run_id,
+                                    **fields}}, sort_keys=True, default=str)
+
+
+def table_meta_at(spark, vault: str, version: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:
+    """(version, table capture) of the newest commit at or before ``version`` that carries a capture."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    items = layout.join(vault, layout.ITEMS_DIR)
+    if not DeltaTable.isDeltaTable(spark, items):
+        raise VaultError(f"{vault} holds no items table yet: run export_table first")
+    history = DeltaTable.forPath(spark, items).history().select("version", "userMetadata")
+    if version is not None:
+        newest = history.agg(F.max("version")).first()[0]
+        if version < 0 or version > newest:
+            raise VaultError(f"{vault} has versions 0..{newest}; --as-of-version {version} is not one of them")
+        history = history.where(F.col("version") <= version)
+    for row in history.orderBy(F.col("version").desc()).toLocalIterator():
+        if not row.userMetadata:
+            continue
+        try:
+            found = json.loads(row.userMetadata).get(COMMIT_KEY, {})
+        except ValueError:
+            continue
+        if "table_meta" in found:
+            return (version if version is not None else row.version), found["table_meta"]
+    raise VaultError(f"no table description in {vault} at or before version {version}: "
+                     f"the vault's history was cleaned up; restore a newer version")
+
+
+def record_run(vault: str, summary: Dict[str, Any], region: Optional[str] = None) -> None:
+    """Append the run to ``_ddbvault/runs/`` (one file per run, named by its id)."""
+    store.write_json(layout.join(vault, layout.META_DIR, "runs", summary["run_id"] + ".json"), summary, region)

@@ -1,0 +1,107 @@
+"""Small JSON files beside the items table (format stamp, table description, run history, markers).
+
+Driver and executors use the same code: boto3 for ``s3://`` / ``s3a://`` vaults (endpoint from
+``AWS_ENDPOINT_URL_S3``), the local filesystem for plain paths. The items themselves go through Delta.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, List, Optional, Tuple
+from urllib.parse import urlparse
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ddbvault import aws
+from ddbvault.errors import VaultError
+
+S3_SCHEMES = ("s3", "s3a", "s3n")
+
+
+def split_s3(uri: str) -> Optional[Tuple[str, str]]:
+    """(bucket, key) of an S3 URI, or None for a local path."""
+    parsed = urlparse(uri)
+    if parsed.scheme in S3_SCHEMES:
+        return parsed.netloc, parsed.path.lstrip("/")
+    return None
+
+
+def local_path(uri: str) -> str:
+    return urlparse(uri).path if uri.startswith("file:") else uri
+
+
+def _s3(region: Optional[str]):
+    return aws.client("s3", region or os.environ.get("DDBVAULT_VAULT_REGION"))
+
+
+def _fail(action: str, uri: str, exc: Exception) -> VaultError:
+    detail = exc.response["Error"].get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+    return VaultError(f"cannot {action} {uri} ({detail}: {exc}); check the vault URI, its region "
+                      f"(--vault-region) and that this role may read and write it")
+
+
+def read_text(uri: str, region: Optional[str] = None) -> Optional[str]:
+    """The file's text, or None when it does not exist."""
+    s3 = split_s3(uri)
+    try:
+        if s3:
+            try:
+                body = _s3(region).get_object(Bucket=s3[0], Key=s3[1])["Body"].read()
+            except ClientError as exc:
+                if exc.response["Error"].get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            return body.decode("utf-8")
+        path = local_path(uri)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (ClientError, BotoCoreError, OSError) as exc:
+        raise _fail("read", uri, exc) from exc
+
+
+def write_text(uri: str, text: str, region: Optional[str] = None) -> None:
+    """Write the whole file at once (S3 PUT is atomic; locally a rename makes it so)."""
+    s3 = split_s3(uri)
+    try:
+        if s3:
+            _s3(region).put_object(Bucket=s3[0], Key=s3[1], Body=text.encode("utf-8"),
+                                   ContentType="application/json")
+            return
+        path = local_path(uri)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except (ClientError, BotoCoreError, OSError) as exc:
+        raise _fail("write", uri, exc) from exc
+
+
+def read_json(uri: str, region: Optional[str] = None) -> Optional[Any]:
+    text = read_text(uri, region)
+    return None if text is None else json.loads(text)
+
+
+def write_json(uri: str, value: Any, region: Optional[str] = None) -> None:
+    write_text(uri, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", region)
+
+
+def list_names(uri: str, region: Optional[str] = None) -> List[str]:
+    """Names directly below ``uri`` (files and folders), sorted; empty when it does not exist."""
+    s3 = split_s3(uri)
+    try:
+        if s3:
+            bucket, prefix = s3[0], (s3[1].rstrip("/") + "/") if s3[1] else ""
+            names = set()
+            paginator = _s3(region).get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+                names.update(c["Prefix"][len(prefix):].rstrip("/") for c in page.get("CommonPrefixes", []))
+                names.update(o["Key"][len(prefix):] for o in page.get("Contents", []))
+            return sorted(n for n in names if n)
+        path = local_path(uri)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    except (ClientError, BotoCoreError, OSError) as exc:
+        raise _fail("list", uri, exc) from exc
