@@ -5,10 +5,10 @@ import datetime as dt
 
 import boto3
 import pytest
-from servers import REGION_A, REGION_B
 
 from ddbvault import aws
 from ddbvault.session import on_emr
+from servers import REGION_A, REGION_B
 
 
 @pytest.mark.smoke

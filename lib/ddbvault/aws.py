@@ -42,8 +42,11 @@ def client(service: str, region: Optional[str] = None, *, data_plane: bool = Fal
     blindly inside one call.
     """
     region = resolve_region(region)
-    key: Tuple[str, str, bool] = (service, region, data_plane)
-    cache: Dict[Tuple[str, str, bool], Any] = getattr(_local, "clients", None) or {}
+    # The endpoint is part of the key: a test (or a tool) that repoints AWS_ENDPOINT_URL_* gets a new client.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")) or \
+        os.environ.get("AWS_ENDPOINT_URL") or ""
+    key: Tuple[str, str, bool, str] = (service, region, data_plane, endpoint)
+    cache: Dict[Tuple[str, str, bool, str], Any] = getattr(_local, "clients", None) or {}
     _local.clients = cache
     if key not in cache:
         retries = {"mode": "standard", "total_max_attempts": 1 if data_plane else 6}

@@ -1,0 +1,57 @@
+"""Rebuild a DynamoDB table from its vault (schema, indexes, settings, items), at any vault version.
+
+    python jobs/restore_table.py --vault URI --table NAME [--region R] [--as-of-version N]
+        [--max-write-units WCU_PER_S | --write-percent P] [--existing-table] [--kms-key ARN]
+        [--billing-mode PAY_PER_REQUEST|PROVISIONED]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+from ddbvault import aws
+from ddbvault.restore import RestoreOptions, restore_table
+from ddbvault.runner import main_exit, run_job
+
+JOB = "restore_table"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=JOB, description=__doc__.splitlines()[0])
+    parser.add_argument("--vault", required=True, help="vault URI: s3://bucket/prefix or a local path")
+    parser.add_argument("--table", required=True, help="name of the table to create (or load, --existing-table)")
+    parser.add_argument("--region", help="the recovery region (default: AWS_REGION)")
+    parser.add_argument("--vault-region", help="the vault bucket's region (default: AWS_REGION)")
+    parser.add_argument("--as-of-version", type=int, help="restore the vault as of this Delta version")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--max-write-units", type=float, help="write budget for the whole job, WCU per second")
+    budget.add_argument("--write-percent", type=float,
+                        help="write budget as a percent of the new table's write capacity; default 80")
+    parser.add_argument("--existing-table", action="store_true",
+                        help="load into an existing table of that name (its key schema must match)")
+    parser.add_argument("--kms-key", help="KMS key ARN of the recovery region (default: the AWS-owned key)")
+    parser.add_argument("--billing-mode", choices=("PAY_PER_REQUEST", "PROVISIONED"),
+                        help="override the source table's billing mode")
+    parser.add_argument("--writers-per-task", type=int, default=4, help="concurrent batch writers in a task")
+    parser.add_argument("--max-retries", type=int, default=12, help="attempts per DynamoDB call before failing")
+    return parser.parse_args(argv)
+
+
+def body(args: argparse.Namespace, run) -> None:
+    restore_table(RestoreOptions(
+        vault=args.vault, table=args.table, region=aws.resolve_region(args.region), vault_region=args.vault_region,
+        as_of_version=args.as_of_version, max_write_units=args.max_write_units, write_percent=args.write_percent,
+        existing_table=args.existing_table, kms_key=args.kms_key, billing_mode=args.billing_mode,
+        writers_per_task=args.writers_per_task, max_attempts=args.max_retries), run)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_job(JOB, argv, parse_args, body)
+
+
+if __name__ == "__main__":
+    main_exit(main())

@@ -1,0 +1,48 @@
+"""Prove a replica table equals its vault, item by item; exit 0 only on an exact match.
+
+    python jobs/verify_replica.py --vault URI --table NAME [--region R] [--as-of-version N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+from ddbvault import aws
+from ddbvault.runner import main_exit, run_job
+from ddbvault.verify import VerifyOptions, verify_replica
+
+JOB = "verify_replica"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=JOB, description=__doc__.splitlines()[0])
+    parser.add_argument("--vault", required=True, help="vault URI: s3://bucket/prefix or a local path")
+    parser.add_argument("--table", required=True, help="the replica table")
+    parser.add_argument("--region", help="the replica's region (default: AWS_REGION)")
+    parser.add_argument("--vault-region", help="the vault bucket's region (default: AWS_REGION)")
+    parser.add_argument("--as-of-version", type=int, help="compare with the vault as of this Delta version")
+    parser.add_argument("--segments", type=int, help="Scan TotalSegments for the replica")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--max-read-units", type=float, help="read budget for the replica scan, RCU per second")
+    budget.add_argument("--read-percent", type=float, help="read budget as a percent of the replica's RCU")
+    parser.add_argument("--max-retries", type=int, default=12, help="attempts per DynamoDB call before failing")
+    return parser.parse_args(argv)
+
+
+def body(args: argparse.Namespace, run) -> None:
+    verify_replica(VerifyOptions(
+        vault=args.vault, table=args.table, region=aws.resolve_region(args.region), vault_region=args.vault_region,
+        as_of_version=args.as_of_version, segments=args.segments, max_read_units=args.max_read_units,
+        read_percent=args.read_percent, max_attempts=args.max_retries), run)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_job(JOB, argv, parse_args, body)
+
+
+if __name__ == "__main__":
+    main_exit(main())

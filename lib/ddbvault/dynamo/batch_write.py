@@ -1,0 +1,332 @@
+"""BatchWriteItem puts with pacing, retries, and no item ever silently dropped.
+
+Runs inside Spark executors: no Spark here. ``UnprocessedItems`` comes back in a 200 response, so no SDK
+retry covers it: we re-send those items ourselves with backoff and slow the shared pace, and raise
+:class:`UnprocessedItemsError` (naming the keys) rather than drop anything.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from ddbvault import aws
+from ddbvault.dynamo import retry
+from ddbvault.dynamo.pacing import RateLimiter
+from ddbvault.errors import TableError, UnprocessedItemsError
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_ITEMS = 25
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+WRITE_ADVICE = "lower --max-write-units or raise the table's write capacity, or raise --max-retries"
+_POLL_S = 0.1
+_KEYS_SHOWN = 5
+
+Key = Tuple[Hashable, ...]
+
+
+@dataclass
+class WriteStats:
+    """What a write did: items written, WCU consumed (as reported, else estimated), calls, and retries
+    (``retries``: calls repeated after an error such as a throttle; ``unprocessed_retries``: calls that
+    re-sent items DynamoDB returned as unprocessed)."""
+
+    items: int = 0
+    wcu: float = 0.0
+    batches: int = 0
+    retries: int = 0
+    unprocessed_retries: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        self.items += other.items
+        self.wcu += other.wcu
+        self.batches += other.batches
+        self.retries += other.retries
+        self.unprocessed_retries += other.unprocessed_retries
+
+
+@dataclass
+class _Record:
+    key: Key
+    item: Dict[str, Any]
+    size: int
+
+
+def item_wcu(size: int) -> int:
+    """WCU of one put: 1 per KB, rounded up (at least 1)."""
+    return max(1, math.ceil(size / 1024))
+
+
+def key_of(item: Dict[str, Any], key_names: Sequence[str], table: str) -> Key:
+    """The item's primary key as a hashable tuple; numbers compare by value ("1.5" is "1.50")."""
+    parts: List[Hashable] = []
+    for name in key_names:
+        value = item.get(name)
+        if not isinstance(value, dict) or len(value) != 1:
+            raise TableError(f"an item for table {table} lacks key attribute {name!r} "
+                             f"(key attributes {list(key_names)}): check the vault matches the table's key schema")
+        (tag, raw), = value.items()
+        if tag == "N":
+            try:
+                raw = Decimal(raw)
+            except InvalidOperation as exc:
+                raise TableError(f"an item for table {table} has key attribute {name!r} = {raw!r}, "
+                                 "not a number") from exc
+        elif tag == "B" and isinstance(raw, bytearray):
+            raw = bytes(raw)
+        parts.append((tag, raw))
+    return tuple(parts)
+
+
+def describe_key(key: Key, key_names: Sequence[str]) -> str:
+    """``{pk=S:"a", sk=N:5}`` for error messages."""
+    shown = []
+    for name, (tag, raw) in zip(key_names, key):
+        shown.append(f"{name}={tag}:{raw!r}" if tag != "N" else f"{name}=N:{raw}")
+    return "{" + ", ".join(shown) + "}"
+
+
+def batches(records: Iterable[Tuple[Dict[str, Any], int]], key_names: Sequence[str],
+            table: str) -> Iterator[List[_Record]]:
+    """Group records into BatchWriteItem calls: <= 25 puts, <= 16 MB, no key twice in one call.
+
+    A key already in the current batch closes it and starts the next one, so the later put lands after
+    the earlier one (later wins) and DynamoDB never sees duplicate keys in a call (it rejects the whole call).
+    """
+    current: List[_Record] = []
+    keys: set = set()
+    size = 0
+    for item, item_size in records:
+        record = _Record(key_of(item, key_names, table), item, int(item_size))
+        if current and (record.key in keys or len(current) >= MAX_BATCH_ITEMS
+                        or size + record.size > MAX_BATCH_BYTES):
+            yield current
+            current, keys, size = [], set(), 0
+        current.append(record)
+        keys.add(record.key)
+        size += record.size
+    if current:
+        yield current
+
+
+class _Cancelled(Exception):
+    """Internal: another writer thread failed; stop."""
+
+
+class _Writer:
+    """Sends batches for one thread; keeps its own stats (merged by the caller)."""
+
+    def __init__(self, table: str, *, key_names: Sequence[str], region: Optional[str],
+                 limiter: Optional[RateLimiter], policy: retry.RetryPolicy, wcu_multiplier: float,
+                 cancel: Optional[threading.Event] = None) -> None:
+        self.table = table
+        self.key_names = key_names
+        self.client = aws.client("dynamodb", region, data_plane=True)
+        self.limiter = limiter
+        self.policy = policy
+        self.multiplier = wcu_multiplier
+        self.cancel = cancel
+        self.stats = WriteStats()
+        self.what = f"BatchWriteItem to table {table}"
+
+    def _estimate(self, records: Sequence[_Record]) -> float:
+        return sum(item_wcu(r.size) for r in records) * self.multiplier
+
+    def _consumed(self, response: Dict[str, Any]) -> Optional[float]:
+        found = None
+        for capacity in response.get("ConsumedCapacity") or []:
+            if capacity.get("TableName") == self.table and capacity.get("CapacityUnits") is not None:
+                found = (found or 0.0) + float(capacity["CapacityUnits"])
+        return found
+
+    def send(self, batch: List[_Record]) -> None:
+        pending = batch
+        stalled = 0  # consecutive calls that wrote nothing
+        while True:
+            if self.cancel is not None and self.cancel.is_set():
+                raise _Cancelled()
+            estimate = self._estimate(pending)
+            if self.limiter is not None and not self.limiter.acquire(estimate, cancel=self.cancel):
+                raise _Cancelled()
+            calls, response = self._call(pending)
+            self.stats.batches += 1
+            self.stats.retries += calls - 1
+            left = self._unprocessed(response, pending)
+            consumed = self._consumed(response)
+            if consumed is None:  # no ConsumedCapacity (a stand-in): what the processed items should cost
+                consumed = estimate - self._estimate(left)
+            if self.limiter is not None:
+                self.limiter.settle(estimate, consumed)
+            self.stats.wcu += consumed
+            self.stats.items += len(pending) - len(left)
+            if not left:
+                return
+            # DynamoDB accepted the call but deferred some puts: the table (or a GSI) is over its capacity.
+            if self.limiter is not None:
+                self.limiter.throttled()
+            # Backoff grows while nothing gets through; a call that made progress resets it (the limiter,
+            # told above, still keeps the pace down). Only calls that wrote nothing count towards giving up.
+            stalled = stalled + 1 if len(left) == len(pending) else 0
+            if stalled >= self.policy.max_attempts:
+                raise self._exhausted(left, stalled)
+            self.stats.unprocessed_retries += 1
+            self.policy.sleep(self.policy.delay(stalled))
+            pending = left
+
+    def _call(self, pending: List[_Record]) -> Tuple[int, Dict[str, Any]]:
+        """One BatchWriteItem through ``retry.call``; returns (attempts made, response)."""
+        request = {self.table: [{"PutRequest": {"Item": r.item}} for r in pending]}
+        calls = [0]
+
+        def put_batch() -> Dict[str, Any]:
+            calls[0] += 1
+            return self.client.batch_write_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")
+
+        response = retry.call(put_batch, policy=self.policy, what=self.what, limiter=self.limiter,
+                              advice=WRITE_ADVICE)
+        return calls[0], response
+
+    def _unprocessed(self, response: Dict[str, Any], pending: List[_Record]) -> List[_Record]:
+        returned = (response.get("UnprocessedItems") or {}).get(self.table) or []
+        if not returned:
+            return []
+        by_key = {r.key: r for r in pending}
+        left = []
+        for request in returned:
+            item = request.get("PutRequest", {}).get("Item")
+            if item is None:
+                continue  # we never send deletes
+            key = key_of(item, self.key_names, self.table)
+            # Re-send our own copy (same content, our size); an unknown key (should not happen) as returned.
+            left.append(by_key.get(key) or _Record(key, item, max(r.size for r in pending)))
+        return left
+
+    def _exhausted(self, left: List[_Record], attempts: int) -> UnprocessedItemsError:
+        keys = ", ".join(describe_key(r.key, self.key_names) for r in left[:_KEYS_SHOWN])
+        more = f" and {len(left) - _KEYS_SHOWN} more" if len(left) > _KEYS_SHOWN else ""
+        error = UnprocessedItemsError(
+            f"{self.what}: {len(left)} items did not finish: DynamoDB returned them as UnprocessedItems on "
+            f"{attempts} calls in a row (keys {keys}{more}); this writer had written {self.stats.items} items "
+            f"before, later items were not attempted. The table or one of its indexes is over its "
+            f"write capacity: {WRITE_ADVICE}. Puts are idempotent: rerunning the restore is safe.")
+        error.unprocessed_keys = [r.key for r in left]  # type: ignore[attr-defined]
+        error.stats = self.stats  # type: ignore[attr-defined]
+        return error
+
+
+def write_items(
+    table: str,
+    records: Iterable[Tuple[Dict[str, Any], int]],
+    *,
+    key_names: Sequence[str],
+    region: Optional[str] = None,
+    limiter: Optional[RateLimiter] = None,
+    policy: Optional[retry.RetryPolicy] = None,
+    wcu_multiplier: float = 1.0,
+    threads: int = 1,
+    queue_items: int = 4 * MAX_BATCH_ITEMS,
+) -> WriteStats:
+    """Put every ``(item, size_bytes)`` of ``records`` into ``table``; returns what it took.
+
+    ``key_names`` are the table's key attributes (hash, then range). ``size_bytes`` is DynamoDB's item size;
+    each put is estimated at ``ceil(size / 1 KB) * wcu_multiplier`` WCU before the call (the multiplier counts
+    the GSIs an item lands in) and settled with the ConsumedCapacity DynamoDB reports. Within one key, later
+    records win. With ``threads > 1`` records are spread over threads by key hash, so one key is always
+    written by one thread in input order; at most ``queue_items`` records wait per thread.
+
+    Items DynamoDB returns as unprocessed are re-sent with backoff (full jitter) and slow the limiter; a
+    call that wrote some of them resets the backoff. Raises ``UnprocessedItemsError`` once
+    ``policy.max_attempts`` calls in a row wrote none of a batch's remaining items, ``CapacityError`` when it keeps
+    throttling or failing, and lets other errors (validation, missing table) through unchanged.
+    """
+    policy = policy or retry.RetryPolicy()
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
+    if threads == 1:
+        writer = _Writer(table, key_names=key_names, region=region, limiter=limiter, policy=policy,
+                         wcu_multiplier=wcu_multiplier)
+        for batch in batches(records, key_names, table):
+            writer.send(batch)
+        return writer.stats
+    return _write_threaded(table, records, threads=threads, queue_items=queue_items, key_names=key_names,
+                           region=region, limiter=limiter, policy=policy, wcu_multiplier=wcu_multiplier)
+
+
+_END = object()
+
+
+def _write_threaded(table: str, records: Iterable[Tuple[Dict[str, Any], int]], *, threads: int,
+                    queue_items: int, **writer_args: Any) -> WriteStats:
+    key_names = writer_args["key_names"]
+    stop = threading.Event()
+    inboxes: List[queue.Queue[Any]] = [queue.Queue(maxsize=max(1, queue_items)) for _ in range(threads)]
+    totals = WriteStats()
+    errors: List[BaseException] = []
+    lock = threading.Lock()
+
+    def incoming(inbox: queue.Queue[Any]) -> Iterator[Tuple[Dict[str, Any], int]]:
+        while True:
+            try:
+                entry = inbox.get(timeout=_POLL_S)
+            except queue.Empty:
+                if stop.is_set():
+                    raise _Cancelled() from None
+                continue
+            if entry is _END:
+                return
+            yield entry
+
+    def work(inbox: queue.Queue[Any]) -> None:
+        writer = None
+        try:
+            writer = _Writer(table, cancel=stop, **writer_args)
+            for batch in batches(incoming(inbox), key_names, table):
+                writer.send(batch)
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # handed to the consuming thread, which re-raises it
+            with lock:
+                errors.append(exc)
+            stop.set()
+        finally:
+            if writer is not None:
+                with lock:
+                    totals.add(writer.stats)
+
+    pool = [threading.Thread(target=work, args=(inbox,), name=f"ddbvault-write-{table}-{i}", daemon=True)
+            for i, inbox in enumerate(inboxes)]
+    for thread in pool:
+        thread.start()
+
+    def hand(inbox: queue.Queue[Any], entry: Any) -> bool:
+        while not stop.is_set():
+            try:
+                inbox.put(entry, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item, size in records:
+            # Key errors surface here, in the caller's thread, before anything is queued for that item.
+            index = hash(key_of(item, key_names, table)) % threads
+            if not hand(inboxes[index], (item, size)):
+                break
+        for inbox in inboxes:
+            if not hand(inbox, _END):
+                break
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for thread in pool:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return totals

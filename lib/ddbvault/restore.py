@@ -1,0 +1,230 @@
+"""Restore: rebuild a table from its vault (schema, indexes, settings, then items) in the recovery region.
+
+The load runs on the executors with paced BatchWriteItem calls. It is resumable: the vault's items are hashed
+by key into a fixed number of partitions, and each finished partition leaves a marker under
+``_ddbvault/restores/<restore id>/``. The restore id names the vault version and the target table's own
+creation time, so a rerun into the same table skips what finished, and a table created anew starts afresh.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from ddbvault import codec
+from ddbvault.dynamo import batch_write, pacing, retry
+from ddbvault.dynamo import table as tables
+from ddbvault.errors import TableError, UsageError
+from ddbvault.progress import ProgressSender, ProgressServer
+from ddbvault.vault import layout, metadata, store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WRITE_PERCENT = 80.0
+ON_DEMAND_DEFAULT_WCU = 3000.0   # three quarters of the ~4,000 writes/s a new on-demand table takes at first
+ITEMS_PER_PARTITION = 50_000
+
+
+@dataclass
+class RestoreOptions:
+    vault: str
+    table: str
+    region: str
+    vault_region: Optional[str] = None
+    as_of_version: Optional[int] = None
+    max_write_units: Optional[float] = None
+    write_percent: Optional[float] = None
+    existing_table: bool = False
+    kms_key: Optional[str] = None
+    billing_mode: Optional[str] = None
+    writers_per_task: int = 4
+    max_attempts: int = 12
+
+
+def write_budget(description: Dict[str, Any], max_write_units: Optional[float],
+                 write_percent: Optional[float]) -> Tuple[float, str]:
+    """The load's write budget in WCU/s, from the replica table as created, and how it was chosen."""
+    if max_write_units is not None:
+        if max_write_units <= 0:
+            raise UsageError("--max-write-units must be positive")
+        return float(max_write_units), "--max-write-units"
+    percent = DEFAULT_WRITE_PERCENT if write_percent is None else write_percent
+    if not 0 < percent <= 100:
+        raise UsageError("--write-percent must be in (0, 100]")
+    if tables.billing_mode(description) == "PROVISIONED":
+        units = float((description.get("ProvisionedThroughput") or {}).get("WriteCapacityUnits") or 0)
+        if units <= 0:
+            raise UsageError(f"table {description.get('TableName')} reports no write capacity: "
+                             f"pass --max-write-units")
+        return units * percent / 100.0, f"{percent:g}% of provisioned {units:g} WCU"
+    cap = float((description.get("OnDemandThroughput") or {}).get("MaxWriteRequestUnits") or 0)
+    warm = float((description.get("WarmThroughput") or {}).get("WriteUnitsPerSecond") or 0)
+    if cap > 0:
+        return cap * percent / 100.0, f"{percent:g}% of the on-demand maximum {cap:g} WRU"
+    if warm > 0:
+        return warm * percent / 100.0, f"{percent:g}% of the table's warm throughput {warm:g} WRU/s"
+    return ON_DEMAND_DEFAULT_WCU, f"on-demand default {ON_DEMAND_DEFAULT_WCU:g} WCU (set --max-write-units)"
+
+
+def restore_id(vault_version: int, target: Dict[str, Any]) -> str:
+    """Names one restore: the vault version and the target table (ARN and creation time)."""
+    basis = f"{vault_version}|{target.get('TableArn')}|{target.get('CreationDateTime')}"
+    return f"v{vault_version}-" + hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+
+def partitions_for(items: int, slots: int) -> int:
+    return max(2 * slots, math.ceil(items / ITEMS_PER_PARTITION), 1)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What every load task needs to know (pickled to executors)."""
+
+    table: str
+    region: str
+    key_names: Tuple[str, ...]
+    markers: str
+    vault_region: Optional[str]
+    budget_per_task: Optional[float]
+    writers: int
+    wcu_multiplier: float
+    max_attempts: int
+    progress: Optional[Tuple[str, int]]
+
+
+def load_partition(plan: LoadPlan, index: int, rows: Iterator[Any]) -> Iterator[Dict[str, Any]]:
+    """One Spark task: write its partition's items, then leave its marker; skip a partition already marked."""
+    marker = layout.join(plan.markers, f"part-{index:05d}.json")
+    done = store.read_json(marker, plan.vault_region)
+    if done is not None:
+        yield dict(done, skipped=True)
+        return
+    sender = ProgressSender(plan.progress)
+
+    def records():
+        for row in rows:
+            item = codec.decode_item(row[0])
+            sender.add(items=1)
+            yield item, int(row[1])
+
+    try:
+        stats = batch_write.write_items(
+            plan.table, records(), key_names=plan.key_names, region=plan.region,
+            limiter=pacing.RateLimiter(plan.budget_per_task), policy=retry.RetryPolicy(max_attempts=plan.max_attempts),
+            wcu_multiplier=plan.wcu_multiplier, threads=plan.writers)
+        sender.add(units=stats.wcu, parts_done=1)
+    finally:
+        sender.close()
+    result = dict(asdict(stats), partition=index, finished_at=datetime.now(timezone.utc).isoformat())
+    store.write_json(marker, result, plan.vault_region)
+    yield dict(result, skipped=False)
+
+
+def prepare_table(meta: Dict[str, Any], opts: RestoreOptions, existing: Optional[Dict[str, Any]],
+                  manifest: Optional[Dict[str, Any]], notes: List[str]) -> Tuple[Dict[str, Any], bool]:
+    """The target table, created from the vault's capture unless it may be reused; (description, created)."""
+    if existing is not None:
+        if not tables.key_schema_matches(meta, existing):
+            raise TableError(f"table {opts.table} in region {opts.region} exists with another key schema "
+                             f"({existing['KeySchema']}); it was left untouched: pick another --table")
+        resuming = manifest is not None and manifest.get("table_arn") == existing.get("TableArn")
+        if not (resuming or opts.existing_table):
+            raise TableError(f"table {opts.table} already exists in region {opts.region}: pass --existing-table "
+                             f"to load into it, or pick another --table")
+        return tables.wait_active(opts.table, opts.region), False
+    request, create_notes = tables.create_request(meta, opts.table, mode=opts.billing_mode, kms_key=opts.kms_key)
+    notes.extend(create_notes)
+    log.info("creating %s in %s (%s, %d GSIs, %d LSIs)", opts.table, opts.region, request["BillingMode"],
+             len(request.get("GlobalSecondaryIndexes", [])), len(request.get("LocalSecondaryIndexes", [])))
+    description = tables.create(request, opts.region)
+    if tables.enable_point_in_time_recovery(meta, opts.table, opts.region):
+        notes.append("point-in-time recovery enabled")
+    return description, True
+
+
+def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
+    """Rebuild ``opts.table`` in ``opts.region`` from ``opts.vault``; returns the run's figures."""
+    from pyspark.sql import functions as F
+
+    from ddbvault.session import build_session
+
+    metadata.read_stamp(opts.vault, opts.vault_region)
+    run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
+    spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
+    version, meta = metadata.table_meta_at(spark, opts.vault, opts.as_of_version)
+    hash_key, range_key = tables.key_names(meta)
+    notes: List[str] = []
+    run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version,
+                        "source_table": meta["table_name"], "source_region": meta["region"]})
+
+    manifests = layout.join(opts.vault, layout.META_DIR, "restores")
+    existing = tables.describe(opts.table, opts.region)
+    manifest = None
+    if existing is not None:
+        manifest_uri = layout.join(manifests, restore_id(version, existing), "manifest.json")
+        manifest = store.read_json(manifest_uri, opts.vault_region)
+    target, created = prepare_table(meta, opts, existing, manifest, notes)
+    rid = restore_id(version, target)
+    markers = layout.join(manifests, rid)
+    manifest_uri = layout.join(markers, "manifest.json")
+
+    items = spark.read.format("delta").option("versionAsOf", version).load(layout.join(opts.vault, layout.ITEMS_DIR))
+    if manifest is None:
+        count = items.count()
+        manifest = {"restore_id": rid, "table": opts.table, "region": opts.region, "table_arn": target["TableArn"],
+                    "vault_version": version, "items": count,
+                    "partitions": partitions_for(count, spark.sparkContext.defaultParallelism),
+                    "started_at": datetime.now(timezone.utc).isoformat(), "status": "loading"}
+        store.write_json(manifest_uri, manifest, opts.vault_region)
+    else:
+        log.info("resuming restore %s: partitions with a marker are skipped", rid)
+    partitions = int(manifest["partitions"])
+
+    budget, budget_source = write_budget(target, opts.max_write_units, opts.write_percent)
+    slots = spark.sparkContext.defaultParallelism
+    per_task = pacing.share(budget, min(partitions, slots))
+    multiplier = 1.0 + len(target.get("GlobalSecondaryIndexes", []))  # an upper bound; settled by what DynamoDB reports
+    run.summary.update({"restore_id": rid, "table_created": created, "partitions": partitions,
+                        "write_budget_wcu": budget, "items_expected": manifest["items"]})
+    log.info("restore %s v%d -> %s (%s): %d items in %d partitions; budget %.0f WCU/s (%s), %.1f per task",
+             opts.vault, version, opts.table, opts.region, manifest["items"], partitions, budget, budget_source,
+             per_task or 0)
+
+    started = time.time()
+    driver_host = spark.conf.get("spark.driver.host", "127.0.0.1")
+    with ProgressServer(f"restore {opts.table}", expected_items=manifest["items"], budget=budget, parts=partitions,
+                        unit_name="WCU", part_name="partitions", advertise=driver_host) as progress:
+        plan = LoadPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()), markers,
+                        opts.vault_region, per_task, opts.writers_per_task, multiplier, opts.max_attempts,
+                        progress.address)
+        results = (items.select(layout.ITEM, layout.ITEM_SIZE, layout.PK)
+                   .repartition(partitions, F.col(layout.PK))
+                   .rdd.mapPartitionsWithIndex(lambda index, rows: load_partition(plan, index, rows))
+                   .collect())  # one small stats dict per partition, never items
+    elapsed = time.time() - started
+
+    ttl = tables.enable_ttl(meta, opts.table, opts.region)
+    if ttl:
+        notes.append(f"TTL enabled on attribute {ttl} after the load")
+    written = sum(r["items"] for r in results if not r["skipped"])
+    skipped = sum(r["items"] for r in results if r["skipped"])
+    manifest.update(status="done", finished_at=datetime.now(timezone.utc).isoformat())
+    store.write_json(manifest_uri, manifest, opts.vault_region)
+    run.summary.update({
+        "items": written + skipped, "items_written": written, "items_skipped_resumed": skipped,
+        "partitions_skipped": sum(1 for r in results if r["skipped"]),
+        "consumed_wcu": round(sum(r["wcu"] for r in results if not r["skipped"]), 1),
+        "unprocessed_retries": sum(r["unprocessed_retries"] for r in results if not r["skipped"]),
+        "throttle_retries": sum(r["retries"] for r in results if not r["skipped"]),
+        "load_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,
+        "ttl_attribute": ttl, "notes": notes,
+    })
+    for note in notes:
+        log.info("restore %s: %s", opts.table, note)
+    log.info("restore %s done: %d items (%d written now, %d already done), %.1fs", opts.table,
+             written + skipped, written, skipped, elapsed)
+    return run.summary

@@ -1,0 +1,147 @@
+"""Verify: prove a replica table equals its vault, item by item.
+
+Both sides are reduced to (key, sha256 of the canonical item text): the replica by a parallel scan through
+the same codec the export uses, the vault by its stored text. A full outer join on the key classifies every
+key as same, missing (in the vault, not the table), extra (in the table, not the vault) or different.
+A vault item whose TTL time has passed and that is absent from the table counts as expired, not missing:
+DynamoDB deletes such items on its own once TTL is on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+from ddbvault.dynamo import pacing
+from ddbvault.dynamo import table as tables
+from ddbvault.errors import TableError, VerifyMismatch
+from ddbvault.export import ScanPlan, group_segments, plan_segments, read_budget, scan_partition
+from ddbvault.progress import ProgressServer
+from ddbvault.vault import layout, metadata
+
+log = logging.getLogger(__name__)
+
+STATUS = "status"
+SAME, MISSING, EXTRA, DIFFERENT, EXPIRED = "same", "missing", "extra", "different", "expired"
+MISMATCHES = (MISSING, EXTRA, DIFFERENT)
+
+
+@dataclass
+class VerifyOptions:
+    vault: str
+    table: str
+    region: str
+    vault_region: Optional[str] = None
+    as_of_version: Optional[int] = None
+    segments: Optional[int] = None
+    max_read_units: Optional[float] = None
+    read_percent: Optional[float] = None
+    readers_per_task: int = 4
+    max_attempts: int = 12
+    examples: int = 5
+
+
+def ttl_seconds(item_col, attribute: str):
+    """The item's TTL attribute as epoch seconds (null when absent or not a number)."""
+    from pyspark.sql import functions as F
+
+    quoted = attribute.replace("\\", "\\\\").replace("'", "\\'")
+    return F.get_json_object(item_col, f"$['{quoted}'].N").cast("double")
+
+
+def compare(vault_items, replica_items, ttl_attribute: Optional[str] = None, now_epoch: Optional[float] = None):
+    """Per key: (pk, sk, status). Both inputs have the items columns PK, SK and ITEM. Pure: no I/O."""
+    from pyspark.sql import functions as F
+
+    v = vault_items.select(F.col(layout.PK).alias("v_pk"), F.col(layout.SK).alias("v_sk"),
+                           F.sha2(F.col(layout.ITEM), 256).alias("v_hash"),
+                           (ttl_seconds(F.col(layout.ITEM), ttl_attribute) if ttl_attribute
+                            else F.lit(None).cast("double")).alias("v_ttl"))
+    r = replica_items.select(F.col(layout.PK).alias("r_pk"), F.col(layout.SK).alias("r_sk"),
+                             F.sha2(F.col(layout.ITEM), 256).alias("r_hash"))
+    joined = v.join(r, on=(F.col("v_pk") == F.col("r_pk")) & F.col("v_sk").eqNullSafe(F.col("r_sk")),
+                    how="full_outer")
+    now = time.time() if now_epoch is None else now_epoch
+    status = (F.when(F.col("r_hash").isNull() & (F.col("v_ttl") < F.lit(now)), F.lit(EXPIRED))
+              .when(F.col("r_hash").isNull(), F.lit(MISSING))
+              .when(F.col("v_hash").isNull(), F.lit(EXTRA))
+              .when(F.col("v_hash") != F.col("r_hash"), F.lit(DIFFERENT))
+              .otherwise(F.lit(SAME)))
+    return joined.select(F.coalesce("v_pk", "r_pk").alias(layout.PK), F.coalesce("v_sk", "r_sk").alias(layout.SK),
+                         status.alias(STATUS))
+
+
+def summarize(statuses, examples: int) -> Dict[str, Any]:
+    """Counts per status and up to ``examples`` keys of each mismatch kind."""
+    from pyspark.sql import functions as F
+
+    statuses = statuses.cache()
+    counts = {row[STATUS]: row["count"] for row in statuses.groupBy(STATUS).count().collect()}
+    out: Dict[str, Any] = {kind: int(counts.get(kind, 0)) for kind in (SAME, *MISMATCHES, EXPIRED)}
+    shown: Dict[str, List[Dict[str, Optional[str]]]] = {}
+    for kind in MISMATCHES:
+        if out[kind]:
+            rows = statuses.where(F.col(STATUS) == kind).orderBy(layout.PK, layout.SK).limit(examples).collect()
+            shown[kind] = [{layout.PK: r[layout.PK], layout.SK: r[layout.SK]} for r in rows]
+    out["examples"] = shown
+    statuses.unpersist()
+    return out
+
+
+def replica_items(spark, plan: ScanPlan, groups: List[List[int]], units):
+    """The replica table scanned in parallel into the items columns (the export's scan and codec)."""
+    rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
+        .mapPartitions(lambda segs: scan_partition(plan, units, segs))
+    return spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
+
+
+def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
+    """Compare ``opts.table`` with ``opts.vault``; raises VerifyMismatch unless they are equal."""
+    from ddbvault.session import build_session
+
+    metadata.read_stamp(opts.vault, opts.vault_region)
+    run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
+    description = tables.describe(opts.table, opts.region)
+    if description is None:
+        raise TableError(f"table {opts.table} does not exist in region {opts.region}: check --table and --region, "
+                         f"or run restore_table first")
+    spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
+    version, meta = metadata.table_meta_at(spark, opts.vault, opts.as_of_version)
+    run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version})
+    vault_items = spark.read.format("delta").option("versionAsOf", version) \
+        .load(layout.join(opts.vault, layout.ITEMS_DIR))
+    ttl_attribute = (meta.get("time_to_live") or {}).get("AttributeName") \
+        if (meta.get("time_to_live") or {}).get("TimeToLiveStatus") in ("ENABLED", "ENABLING") else None
+
+    hash_key, range_key = tables.key_names(meta)
+    budget, _ = read_budget(description, opts.max_read_units, opts.read_percent)
+    slots = spark.sparkContext.defaultParallelism
+    total = plan_segments(int(description.get("TableSizeBytes") or 0), slots, opts.readers_per_task, opts.segments)
+    groups = group_segments(total, opts.readers_per_task)
+    units = spark.sparkContext.accumulator(0.0)
+    run.summary.update({"segments": total, "read_budget_rcu": budget})
+    started = time.time()
+    with ProgressServer(f"verify {opts.table}", expected_items=int(description.get("ItemCount") or 0) or None,
+                        budget=budget, parts=total,
+                        advertise=spark.conf.get("spark.driver.host", "127.0.0.1")) as progress:
+        plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total,
+                        pacing.share(budget, min(len(groups), slots)), opts.readers_per_task, False,
+                        opts.max_attempts, datetime.now(timezone.utc), run.run_id, progress.address)
+        replica = replica_items(spark, plan, groups, units)
+        result = summarize(compare(vault_items, replica, ttl_attribute), opts.examples)
+    run.summary.update({
+        "vault_items": result[SAME] + result[MISSING] + result[DIFFERENT] + result[EXPIRED],
+        "replica_items": result[SAME] + result[EXTRA] + result[DIFFERENT],
+        "same": result[SAME], "missing": result[MISSING], "extra": result[EXTRA], "different": result[DIFFERENT],
+        "expired": result[EXPIRED], "examples": result["examples"], "consumed_rcu": round(units.value, 1),
+        "compare_s": round(time.time() - started, 3),
+    })
+    bad = {kind: result[kind] for kind in MISMATCHES if result[kind]}
+    if bad:
+        shown = "; ".join(f"{kind} {count} (e.g. {result['examples'][kind][0]})" for kind, count in bad.items())
+        raise VerifyMismatch(f"table {opts.table} in {opts.region} differs from {opts.vault} v{version}: {shown}; "
+                             f"rerun restore_table with --existing-table to repair, then verify again")
+    log.info("verify %s: %d items equal to vault v%d", opts.table, result[SAME], version)
+    return run.summary
