@@ -1,4 +1,5 @@
-"""Session fixtures: one moto server, one SparkSession, a vault bucket in the recovery region."""
+"""Session fixtures: one moto server, one SparkSession, a vault bucket in the recovery region, and a fault proxy
+between the SparkSession's executors and moto's DynamoDB."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import uuid
 import boto3
 import pytest
 
+from faultproxy import FaultProxy, control
 from servers import REGION_A, REGION_B, aws_environment, moto_server
 
 _STARTED = time.time()
@@ -28,21 +30,76 @@ def aws_endpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def spark(aws_endpoint, tmp_path_factory):
+def executor_proxy(aws_endpoint):
+    """One fault proxy in front of moto for the whole run; the SparkSession's executors reach DynamoDB through it.
+
+    A plain forwarder until a test sets rules (fixture ``executor_faults``). Only the executors use it: the
+    driver's own DynamoDB calls (DescribeTable, CreateTable, the tests' checks) go straight to moto.
+    """
+    with FaultProxy(aws_endpoint) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def spark(aws_endpoint, executor_proxy, tmp_path_factory):
     """The one SparkSession of the run, built by the project's session builder (after the endpoints are set,
-    so executors inherit them)."""
+    so executors inherit them).
+
+    ``AWS_ENDPOINT_URL_DYNAMODB`` points at :func:`executor_proxy` while the session is built: the builder hands
+    it to the executors (``spark.executorEnv.*``), whose Python workers keep it for the run; S3 stays direct to
+    moto. The driver's variable is put back afterwards, so driver-side clients keep talking to moto directly.
+    """
     from ddbvault.session import build_session
 
     warehouse = str(tmp_path_factory.mktemp("warehouse"))
-    session = build_session("ddbvault-tests", {
-        "spark.master": "local[2,3]",  # 3 attempts per task: tests kill a task and see Spark retry it
-        "spark.ui.enabled": "false",
-        "spark.sql.shuffle.partitions": "4",
-        "spark.sql.warehouse.dir": warehouse,
-        "spark.driver.memory": "2g",
-    })
+    saved = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = executor_proxy.url
+    try:
+        session = build_session("ddbvault-tests", {
+            "spark.master": "local[2,3]",  # 3 attempts per task: tests kill a task and see Spark retry it
+            "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": "4",
+            "spark.sql.warehouse.dir": warehouse,
+            "spark.driver.memory": "2g",
+        })
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = saved
     yield session
     session.stop()
+
+
+class ExecutorFaults:
+    """Rules for the executors' proxy, set through its control endpoint (as a proxy in another process would be)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def set(self, rules, record: bool = False) -> dict:
+        """Replace the rules (counters restart); ``rules`` as in ``faultproxy.Rule.parse``."""
+        return control(self.url, rules, record=record)
+
+    def counters(self) -> dict:
+        return control(self.url)
+
+    def injected(self, op: str, fault: str) -> int:
+        return self.counters()["injected"].get(f"{op}:{fault}", 0)
+
+    def clear(self) -> dict:
+        return control(self.url, clear=True)
+
+
+@pytest.fixture
+def executor_faults(spark, executor_proxy):
+    """The executors' proxy, cleared before and after the test, so no test leaks rules into the next."""
+    faults = ExecutorFaults(executor_proxy.url)
+    faults.clear()
+    try:
+        yield faults
+    finally:
+        faults.clear()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ Paths (the mapping's keys, also the new columns' names): attribute names joined 
 (``profile.age`` is ``item.profile.M.age``); ``[n]`` picks element ``n`` (from 0) of a list (``events[0].kind``);
 a name holding a dot, a bracket, a quote or leading/trailing spaces goes in brackets as a JSON string:
 ``["first.name"]``, ``profile["a.b"][2]``. This is the syntax the codec's error messages use for attribute paths.
-Names are matched exactly (case-sensitive), whatever ``spark.sql.caseSensitive`` says.
+Attribute names are matched exactly (case-sensitive), whatever ``spark.sql.caseSensitive`` says; the new columns'
+names follow Spark's rules, so two paths differing only in case collide unless that setting is true.
 
 Types (Spark DDL strings) and the DynamoDB types they read:
 

@@ -1,0 +1,136 @@
+"""Items per second per core of the item codec against boto3's TypeDeserializer + TypeSerializer.
+
+One round trip per item, on both sides:
+- ddbvault: ``to_vault_record`` (the export: validate, canonical text, keys, size) then ``decode_item`` (the
+  restore: text back to the low-level client form);
+- boto3: ``TypeDeserializer`` over every attribute (what scan-side tools do with a page) then ``TypeSerializer``
+  back to the low-level form (what a restore hands to BatchWriteItem). boto3 makes no text at all; ddbvault does.
+
+Times are CPU seconds of this process (``time.process_time``): items per second per core, steadier than wall time
+on a shared machine. A third line, for context only, times bare ``json.dumps`` + ``json.loads`` of the same items.
+
+Items are realistic ~1 KB nested items generated with a seeded random (strings, numbers, a nested map, a list, a
+string set, a binary), in the low-level client form (binaries as bytes). Numbers stay within what boto3's
+38-digit context accepts, so boto3 gets through them. Single process; never asserts on time.
+
+    .venv/bin/python bench/bench_codec.py [--items 100000] [--chunk 10000]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import random
+import string
+import time
+from typing import Any, Dict, List
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from ddbvault import codec
+
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+         "lima", "mike", "november", "oscar", "papa", "québec", "東京", "straße", "zulu"]
+
+
+def make_item(rnd: random.Random, i: int) -> Dict[str, Any]:
+    def words(n: int) -> str:
+        return " ".join(rnd.choice(WORDS) for _ in range(n))
+
+    def price() -> str:
+        return f"{rnd.randint(0, 99999)}.{rnd.randint(0, 99):02d}"
+
+    return {
+        "pk": {"S": f"customer#{rnd.randint(0, 10**9):09d}"},
+        "sk": {"N": str(1_700_000_000_000 + i)},
+        "name": {"S": words(3)},
+        "email": {"S": "".join(rnd.choices(string.ascii_lowercase, k=10)) + "@example.com"},
+        "balance": {"N": price()},
+        "visits": {"N": str(rnd.randint(0, 100000))},
+        "ratio": {"N": f"0.{rnd.randint(0, 10**12):012d}"},
+        "active": {"BOOL": rnd.random() < 0.5},
+        "deleted_at": {"NULL": True},
+        "bio": {"S": words(rnd.randint(10, 25))},
+        "avatar": {"B": rnd.randbytes(48)},
+        "tags": {"SS": sorted({rnd.choice(WORDS) for _ in range(6)})},
+        "address": {"M": {
+            "street": {"S": f"{rnd.randint(1, 999)} {words(2)} street"},
+            "city": {"S": rnd.choice(WORDS).title()},
+            "zip": {"S": f"{rnd.randint(0, 99999):05d}"},
+            "geo": {"M": {"lat": {"N": f"{rnd.uniform(-90, 90):.6f}"}, "lon": {"N": f"{rnd.uniform(-180, 180):.6f}"}}},
+        }},
+        "orders": {"L": [
+            {"M": {"id": {"S": f"o-{rnd.randint(0, 10**8)}"}, "total": {"N": price()},
+                   "qty": {"N": str(rnd.randint(1, 9))}, "note": {"S": words(4)}}}
+            for _ in range(rnd.randint(2, 5))
+        ]},
+    }
+
+
+def run_ddbvault(items: List[Dict[str, Any]]) -> float:
+    to_record, decode = codec.to_vault_record, codec.decode_item
+    start = time.process_time()
+    for item in items:
+        _, _, text, _ = to_record(item, "pk", "sk")
+        decode(text)
+    return time.process_time() - start
+
+
+def run_boto3(items: List[Dict[str, Any]]) -> float:
+    deser, ser = TypeDeserializer().deserialize, TypeSerializer().serialize
+    start = time.process_time()
+    for item in items:
+        python = {k: deser(v) for k, v in item.items()}
+        {k: ser(v) for k, v in python.items()}
+    return time.process_time() - start
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def run_json_floor(items: List[Dict[str, Any]]) -> float:
+    """Context, not a competitor: json.dumps + json.loads of the low-level form, no validation, no canonical
+    form, no size, binaries left as base64 text (what the two C JSON passes alone cost)."""
+    dumps, loads = json.dumps, json.loads
+    start = time.process_time()
+    for item in items:
+        loads(dumps(item, ensure_ascii=False, separators=(",", ":"), default=_b64))
+    return time.process_time() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--chunk", type=int, default=10_000, help="items generated and timed at a time")
+    args = parser.parse_args(argv)
+
+    rnd = random.Random(20240501)
+    ours = theirs = floor = 0.0
+    text_bytes = 0
+    done = 0
+    while done < args.items:
+        n = min(args.chunk, args.items - done)
+        items = [make_item(rnd, done + i) for i in range(n)]
+        if done == 0:
+            text_bytes = sum(len(codec.encode_item(it).encode()) for it in items) // n
+            sizes = [codec.item_size(it) for it in items]
+        # alternate the order so neither side always runs on a warmer cache
+        if (done // args.chunk) % 2:
+            theirs += run_boto3(items)
+            ours += run_ddbvault(items)
+        else:
+            ours += run_ddbvault(items)
+            theirs += run_boto3(items)
+        floor += run_json_floor(items)
+        done += n
+
+    print(f"items: {done}, mean DynamoDB size {sum(sizes) / len(sizes):.0f} B, mean vault text {text_bytes} B")
+    print(f"ddbvault  to_vault_record + decode_item : {done / ours:>10,.0f} items/s  ({ours:.2f} s)")
+    print(f"boto3     TypeDeserializer + Serializer : {done / theirs:>10,.0f} items/s  ({theirs:.2f} s)")
+    print(f"ratio ddbvault / boto3                  : {theirs / ours:>10.2f}x")
+    print(f"(context) bare json.dumps + json.loads  : {done / floor:>10,.0f} items/s  ({floor:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
