@@ -13,7 +13,7 @@ JARS := .jars/spark-$(SPARK)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup jars test smoke lint demo bench bench-node clean
+.PHONY: help setup jars test smoke lint demo bench bench-node package clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -54,5 +54,11 @@ bench/node_modules/.installed: bench/package.json
 bench: setup bench-node ## benchmarks against dynamodump and raw boto3 on dynalite (prints figures)
 	$(PY) bench/run_all.py
 
+package: setup ## dist/: ddbvault.zip (--py-files), jobs/ and the EMR bootstrap, to copy to S3 for the Step Functions
+	rm -rf dist && mkdir -p dist/jobs
+	cd lib && ../$(PY) -m zipfile -c ../dist/ddbvault.zip ddbvault
+	cp jobs/*.py dist/jobs/ && cp emr/bootstrap.sh dist/
+	@echo "dist/ is ready: aws s3 cp --recursive dist/ s3://YOUR-BUCKET/ddbvault/ (the state machines' artifacts)"
+
 clean: ## remove venvs, jars and build output
-	rm -rf .venv .venv-spark* .jars build/target .demo bench/.out
+	rm -rf .venv .venv-spark* .jars build/target .demo bench/.out dist
