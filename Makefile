@@ -39,8 +39,11 @@ test: setup ## the whole suite (starts and stops its own moto server)
 smoke: setup ## the cross-version smoke tests only (use with SPARK=4.0)
 	$(PY) -m pytest -m smoke $(PYTEST_ARGS)
 
-lint: setup ## ruff, targeting Python 3.9 (EMR 7's interpreter)
+PY39 := $(firstword $(shell command -v python3.9) $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python))
+
+lint: setup ## ruff targeting Python 3.9 (EMR 7's interpreter), and a real 3.9 compile of lib/ and jobs/ if one is here
 	$(VENV)/bin/ruff check lib jobs tests bench demo
+	@if [ -n "$(PY39)" ]; then $(PY39) -c "import pathlib, sys; [compile(p.read_text(encoding='utf-8'), str(p), 'exec') for d in ('lib', 'jobs') for p in pathlib.Path(d).rglob('*.py')]; print('Python', sys.version.split()[0], 'compiles lib/ and jobs/')"; fi
 
 demo: setup ## the whole DR cycle on loopback: export, outage, restore, verify
 	$(PY) demo/run_demo.py
