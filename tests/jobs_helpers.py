@@ -39,13 +39,12 @@ def every_type(i: int) -> Dict[str, Any]:
         "b": {"B": bytes([i % 256, 0, 255, 10])},
         "empty_b": {"B": b""},
         "ss": {"SS": [f"m{i % 3}", "\u00fcber", "z"]},
-        "ns": {"NS": ["1", number, str(i + 2)] if number not in ("1", str(i + 2)) else ["1", str(i + 2)]},
+        "ns": {"NS": ["1", number, str(i + 2)]},  # no edge number equals 1 or i + 2
         "bs": {"BS": [b"\x00", bytes([i % 200 + 1]), b"\xff\xfe"]},
         "m": {"M": {
             "bin": {"B": bytes([i % 7] * 3)},
             "bins": {"BS": [b"\x01\x02", b"\x03"]},
             "deep": {"M": {"l": {"L": [{"B": b"\xde\xad"}, {"N": number}, {"M": {}}, {"L": []}]}}},
-            "": {"S": "empty map key"},
             "a.b": {"S": "dotted key"},
         }},
         "l": {"L": [{"S": "x"}, {"N": "-3.25"}, {"B": b"\x00\x01"}, {"NULL": True}, {"BOOL": False},
@@ -129,7 +128,7 @@ def vault_texts(spark, vault: str, version: Optional[int] = None) -> List[str]:
 
 
 def assert_vault_equals(spark, vault: str, expected_items: Sequence[Dict[str, Any]],
-                        hash_key: str, range_key: Optional[str], version: Optional[int] = None) -> None:
+                        hash_key: str, range_key: Optional[str], *, version: Optional[int] = None) -> None:
     """Every vault row equals the expected item, byte for byte, with its key columns; nothing more, nothing less."""
     rows = vault_rows(spark, vault, version)
     got = sorted((r[layout.PK], r[layout.SK], r[layout.ITEM]) for r in rows)
@@ -137,7 +136,7 @@ def assert_vault_equals(spark, vault: str, expected_items: Sequence[Dict[str, An
                    codec.encode_item(i)) for i in expected_items)
     assert got == want
     # The stored text decodes to the client form and encodes back to the very same text.
-    assert sorted(codec.encode_item(codec.decode_item(r[layout.ITEM])) for r in rows) == [w[2] for w in want]
+    assert sorted(codec.encode_item(codec.decode_item(r[layout.ITEM])) for r in rows) == sorted(w[2] for w in want)
 
 
 def history_versions(spark, vault: str) -> List[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import boto3
 from botocore.config import Config
@@ -34,19 +34,21 @@ def resolve_region(region: Optional[str] = None) -> str:
     return found
 
 
-def client(service: str, region: Optional[str] = None, *, data_plane: bool = False, pool: int = 16) -> Any:
+def client(service: str, region: Optional[str] = None, *, data_plane: bool = False, pool: int = 16,
+           events: Tuple[Tuple[str, Callable[..., Any]], ...] = ()) -> Any:
     """A cached low-level client for ``service`` in ``region`` (per thread; boto3 sessions are not thread-safe).
 
     ``data_plane=True`` turns botocore's own retries off: ddbvault's retry loop (``ddbvault.dynamo.retry``)
     then sees every throttle, backs off with jitter and slows the shared pace, instead of botocore retrying
-    blindly inside one call.
+    blindly inside one call. ``events`` are (event name, handler) pairs registered on the new client (and part
+    of the cache key, so a client with handlers is never shared with one without).
     """
     region = resolve_region(region)
     # The endpoint is part of the key: a test (or a tool) that repoints AWS_ENDPOINT_URL_* gets a new client.
     endpoint = os.environ.get("AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")) or \
         os.environ.get("AWS_ENDPOINT_URL") or ""
-    key: Tuple[str, str, bool, str] = (service, region, data_plane, endpoint)
-    cache: Dict[Tuple[str, str, bool, str], Any] = getattr(_local, "clients", None) or {}
+    key = (service, region, data_plane, endpoint, events)
+    cache: Dict[Any, Any] = getattr(_local, "clients", None) or {}
     _local.clients = cache
     if key not in cache:
         retries = {"mode": "standard", "total_max_attempts": 1 if data_plane else 6}
@@ -57,7 +59,10 @@ def client(service: str, region: Optional[str] = None, *, data_plane: bool = Fal
             connect_timeout=10,
             read_timeout=60,
         )
-        cache[key] = boto3.session.Session().client(service, config=config)
+        made = boto3.session.Session().client(service, config=config)
+        for event, handler in events:
+            made.meta.events.register(event, handler)
+        cache[key] = made
     return cache[key]
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from ddbvault import codec
+from ddbvault import codec, errors
 from ddbvault.dynamo import pacing, retry, scan
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import TableError, UsageError
+from ddbvault.errors import DdbVaultError, TableError, UsageError
 from ddbvault.progress import ProgressSender, ProgressServer
 from ddbvault.vault import layout, metadata
 
@@ -124,7 +125,7 @@ def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int]) 
         for _segment, page in scan.scan_segments(
                 plan.table, list(segments), plan.total_segments, threads=plan.readers, region=plan.region,
                 limiter=limiter, policy=retry.RetryPolicy(max_attempts=plan.max_attempts),
-                consistent_read=plan.consistent_read):
+                consistent_read=plan.consistent_read, raw_json=True):
             for item in page.items:
                 pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
                 yield (pk, sk, text, size, layout.SOURCE_EXPORT, plan.change_time, None, plan.run_id)
@@ -133,6 +134,38 @@ def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int]) 
     finally:
         sender.close()
     units_counter.add(consumed)
+
+
+def executor_error(exc: BaseException) -> Optional[DdbVaultError]:
+    """The ddbvault error a Spark task raised, rebuilt from the failed job's exception; None when there is none.
+
+    A task's exception reaches the driver as a Py4JJavaError whose text holds the worker's Python traceback;
+    callers of the library should see the error type they can handle (CapacityError, ...), not Py4J's.
+    """
+    from ddbvault.runner import _EXECUTOR_ERROR
+
+    java = getattr(exc, "java_exception", None)
+    if java is None:
+        return None
+    found = _EXECUTOR_ERROR.search(str(java.toString()) + "\n" + str(exc))
+    if not found:
+        return None
+    kind = getattr(errors, found.group(1), None)
+    if not (isinstance(kind, type) and issubclass(kind, DdbVaultError)):
+        kind = DdbVaultError  # e.g. an ItemCodecError: its message says what it is
+    return kind(found.group(2).strip())
+
+
+@contextmanager
+def raising_executor_errors() -> Iterator[None]:
+    """Around a Spark action: a ddbvault error raised in a task is raised here as itself."""
+    try:
+        yield
+    except Exception as exc:
+        found = executor_error(exc)
+        if found is None:
+            raise
+        raise found from exc
 
 
 def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
@@ -182,7 +215,8 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
         rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
             .mapPartitions(lambda segs: scan_partition(plan, units, segs))
         frame = spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
-        frame.write.format("delta").mode("overwrite").option("userMetadata", commit).save(items_path)
+        with raising_executor_errors():
+            frame.write.format("delta").mode("overwrite").option("userMetadata", commit).save(items_path)
     elapsed = time.time() - started
 
     last = DeltaTable.forPath(spark, items_path).history(1).first()

@@ -19,6 +19,7 @@ from ddbvault import codec
 from ddbvault.dynamo import batch_write, pacing, retry
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, UsageError
+from ddbvault.export import raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
 from ddbvault.vault import layout, metadata, store
 
@@ -201,10 +202,11 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
         plan = LoadPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()), markers,
                         opts.vault_region, per_task, opts.writers_per_task, multiplier, opts.max_attempts,
                         progress.address)
-        results = (items.select(layout.ITEM, layout.ITEM_SIZE, layout.PK)
-                   .repartition(partitions, F.col(layout.PK))
-                   .rdd.mapPartitionsWithIndex(lambda index, rows: load_partition(plan, index, rows))
-                   .collect())  # one small stats dict per partition, never items
+        with raising_executor_errors():
+            results = (items.select(layout.ITEM, layout.ITEM_SIZE, layout.PK)
+                       .repartition(partitions, F.col(layout.PK))
+                       .rdd.mapPartitionsWithIndex(lambda index, rows: load_partition(plan, index, rows))
+                       .collect())  # one small stats dict per partition, never items
     elapsed = time.time() - started
 
     ttl = tables.enable_ttl(meta, opts.table, opts.region)

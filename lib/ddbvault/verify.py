@@ -17,7 +17,14 @@ from typing import Any, Dict, List, Optional
 from ddbvault.dynamo import pacing
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, VerifyMismatch
-from ddbvault.export import ScanPlan, group_segments, plan_segments, read_budget, scan_partition
+from ddbvault.export import (
+    ScanPlan,
+    group_segments,
+    plan_segments,
+    raising_executor_errors,
+    read_budget,
+    scan_partition,
+)
 from ddbvault.progress import ProgressServer
 from ddbvault.vault import layout, metadata
 
@@ -46,9 +53,12 @@ class VerifyOptions:
 def ttl_seconds(item_col, attribute: str):
     """The item's TTL attribute as epoch seconds (null when absent or not a number)."""
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
-    quoted = attribute.replace("\\", "\\\\").replace("'", "\\'")
-    return F.get_json_object(item_col, f"$['{quoted}'].N").cast("double")
+    # A one-field schema, not a JSON path: get_json_object's $['name'] cannot hold a quote, and an attribute
+    # name may be any text. Only that field is parsed; its N stays text until the cast.
+    schema = T.StructType([T.StructField(attribute, T.StructType([T.StructField("N", T.StringType())]))])
+    return F.from_json(item_col, schema).getField(attribute).getField("N").cast("double")
 
 
 def compare(vault_items, replica_items, ttl_attribute: Optional[str] = None, now_epoch: Optional[float] = None):
@@ -130,7 +140,8 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
                         pacing.share(budget, min(len(groups), slots)), opts.readers_per_task, False,
                         opts.max_attempts, datetime.now(timezone.utc), run.run_id, progress.address)
         replica = replica_items(spark, plan, groups, units)
-        result = summarize(compare(vault_items, replica, ttl_attribute), opts.examples)
+        with raising_executor_errors():
+            result = summarize(compare(vault_items, replica, ttl_attribute), opts.examples)
     run.summary.update({
         "vault_items": result[SAME] + result[MISSING] + result[DIFFERENT] + result[EXPIRED],
         "replica_items": result[SAME] + result[EXTRA] + result[DIFFERENT],

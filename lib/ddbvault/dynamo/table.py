@@ -46,24 +46,44 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
 
 
+# Answers meaning "this endpoint has no such call" (DynamoDB-compatible stores such as dynalite lack some
+# of the optional description calls); a capture records the part as unknown instead of failing the export.
+UNSUPPORTED = ("UnknownOperationException", "UnsupportedOperationException", "NotImplementedException")
+
+
+def _optional(table: str, region: str, what: str, call):
+    """The result of an optional description call, or None (with a warning) where the endpoint lacks it."""
+    try:
+        return call()
+    except ClientError as exc:
+        if exc.response["Error"].get("Code") in UNSUPPORTED:
+            log.warning("%s of table %s in %s is not supported by this endpoint; recorded as unknown, so a "
+                        "restore cannot rebuild it", what, table, region)
+            return None
+        raise
+
+
 def capture(table: str, region: str) -> Dict[str, Any]:
     """DescribeTable, DescribeTimeToLive, ListTagsOfResource (every page) and DescribeContinuousBackups."""
     ddb = _control(region)
-    try:
-        description = ddb.describe_table(TableName=table)["Table"]
-        ttl = ddb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+
+    def all_tags(arn: str) -> List[Dict[str, str]]:
         tags: List[Dict[str, str]] = []
-        token = None
+        kwargs = {"ResourceArn": arn}
         while True:
-            kwargs = {"ResourceArn": description["TableArn"]}
-            if token:
-                kwargs["NextToken"] = token
             page = ddb.list_tags_of_resource(**kwargs)
             tags.extend(page.get("Tags", []))
-            token = page.get("NextToken")
-            if not token:
-                break
-        backups = ddb.describe_continuous_backups(TableName=table).get("ContinuousBackupsDescription", {})
+            if not page.get("NextToken"):
+                return tags
+            kwargs["NextToken"] = page["NextToken"]
+
+    try:
+        description = ddb.describe_table(TableName=table)["Table"]
+        ttl = _optional(table, region, "DescribeTimeToLive", lambda: ddb.describe_time_to_live(
+            TableName=table).get("TimeToLiveDescription", {}))
+        tags = _optional(table, region, "ListTagsOfResource", lambda: all_tags(description["TableArn"]))
+        backups = _optional(table, region, "DescribeContinuousBackups", lambda: ddb.describe_continuous_backups(
+            TableName=table).get("ContinuousBackupsDescription", {}))
     except (ClientError, BotoCoreError) as exc:
         raise table_error(table, region, exc) from exc
     return _plain({
@@ -174,6 +194,9 @@ def create_request(meta: Dict[str, Any], table_name: str, *, mode: Optional[str]
         request["DeletionProtectionEnabled"] = True
     if meta.get("tags"):
         request["Tags"] = meta["tags"]
+    for part, label in (("time_to_live", "TTL"), ("tags", "tags"), ("continuous_backups", "point-in-time recovery")):
+        if meta.get(part) is None:
+            notes.append(f"{label}: not captured by the export (its endpoint lacked the call); set it by hand")
     return request, notes
 
 
@@ -240,8 +263,19 @@ def enable_ttl(meta: Dict[str, Any], table: str, region: str) -> Optional[str]:
     ttl = meta.get("time_to_live") or {}
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING") or not ttl.get("AttributeName"):
         return None
+    ddb = _control(region)
     try:
-        _control(region).update_time_to_live(
+        # UpdateTimeToLive is not idempotent: on a table whose TTL is already on (a rerun, --existing-table)
+        # DynamoDB answers ValidationException "TimeToLive is already enabled".
+        current = ddb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+        if current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+            if current.get("AttributeName") != ttl["AttributeName"]:
+                raise TableError(f"table {table} in region {region} has TTL on attribute "
+                                 f"{current.get('AttributeName')}, the source on {ttl['AttributeName']}: items "
+                                 f"are loaded; disable TTL on the replica and enable it on "
+                                 f"{ttl['AttributeName']}")
+            return ttl["AttributeName"]
+        ddb.update_time_to_live(
             TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]})
     except (ClientError, BotoCoreError) as exc:
         raise table_error(table, region, exc) from exc

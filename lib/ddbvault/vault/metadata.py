@@ -80,7 +80,9 @@ def commit_metadata(job: str, run_id: str, **fields: Any) -> str:
 
 
 def table_meta_at(spark, vault: str, version: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:
-    """(version, table capture) of the newest commit at or before ``version`` that carries a capture."""
+    """(``version``, or the newest version when None; the table capture of the newest commit at or before it that
+    carries one). Commits without a capture (stream merges, maintenance) still count as versions: "the newest"
+    is the newest data, never the last export's."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -88,8 +90,8 @@ def table_meta_at(spark, vault: str, version: Optional[int] = None) -> Tuple[int
     if not DeltaTable.isDeltaTable(spark, items):
         raise VaultError(f"{vault} holds no items table yet: run export_table first")
     history = DeltaTable.forPath(spark, items).history().select("version", "userMetadata")
+    newest = history.agg(F.max("version")).first()[0]
     if version is not None:
-        newest = history.agg(F.max("version")).first()[0]
         if version < 0 or version > newest:
             raise VaultError(f"{vault} has versions 0..{newest}; --as-of-version {version} is not one of them")
         history = history.where(F.col("version") <= version)
@@ -101,7 +103,7 @@ def table_meta_at(spark, vault: str, version: Optional[int] = None) -> Tuple[int
         except ValueError:
             continue
         if "table_meta" in found:
-            return (version if version is not None else row.version), found["table_meta"]
+            return (version if version is not None else newest), found["table_meta"]
     raise VaultError(f"no table description in {vault} at or before version {version}: "
                      f"the vault's history was cleaned up; restore a newer version")
 

@@ -1,0 +1,172 @@
+"""verify_replica against a replica in region B, and the pure compare() / summarize() on small DataFrames."""
+from __future__ import annotations
+
+import boto3
+import pytest
+from jobs_helpers import create_table, every_type, name, put_items, scan_all
+
+from ddbvault import codec
+from ddbvault.errors import VerifyMismatch
+from ddbvault.export import ExportOptions, export_table
+from ddbvault.runner import Run
+from ddbvault.vault import layout
+from ddbvault.verify import VerifyOptions, compare, summarize, verify_replica
+from servers import REGION_A, REGION_B
+
+N_ITEMS = 30
+
+
+@pytest.fixture(scope="module")
+def replica(spark, aws_endpoint, tmp_path_factory):
+    """A source in region A exported to a vault, and a replica in region B holding the very same items."""
+    source_client = boto3.client("dynamodb", region_name=REGION_A)
+    replica_client = boto3.client("dynamodb", region_name=REGION_B)
+    source, target = name("ver-src"), name("ver-rep")
+    for client, table in ((source_client, source), (replica_client, target)):
+        create_table(client, table, [("pk", "S"), ("sk", "N")])
+    items = [dict(every_type(i), pk={"S": f"user-{i % 5}"}, sk={"N": f"{i}.5"}) for i in range(N_ITEMS)]
+    put_items(source_client, source, items)
+    put_items(replica_client, target, scan_all(source_client, source))
+    vault = str(tmp_path_factory.mktemp("verify") / "vault")
+    export_table(ExportOptions(table=source, vault=vault, region=REGION_A, segments=2), Run(job="export_table"),
+                 spark)
+    yield vault, target, replica_client, {(i["pk"]["S"], i["sk"]["N"]): i for i in items}
+    source_client.delete_table(TableName=source)
+    replica_client.delete_table(TableName=target)
+
+
+def verify(spark, vault, table, expect_ok):
+    run = Run(job="verify_replica")
+    opts = VerifyOptions(vault=vault, table=table, region=REGION_B, segments=3, readers_per_task=2)
+    if expect_ok:
+        return verify_replica(opts, run, spark)
+    with pytest.raises(VerifyMismatch, match=f"table {table} in {REGION_B} differs from {vault} v0") as caught:
+        verify_replica(opts, run, spark)
+    return dict(run.summary, message=str(caught.value))
+
+
+def counts(summary):
+    return {k: summary[k] for k in ("same", "missing", "extra", "different", "expired", "vault_items",
+                                    "replica_items")}
+
+
+def test_exact_replica_passes(spark, replica):
+    vault, table, _, _ = replica
+    summary = verify(spark, vault, table, expect_ok=True)
+    assert counts(summary) == {"same": N_ITEMS, "missing": 0, "extra": 0, "different": 0, "expired": 0,
+                               "vault_items": N_ITEMS, "replica_items": N_ITEMS}
+    assert summary["examples"] == {}
+    assert (summary["vault_version"], summary["segments"]) == (0, 3)
+
+
+def test_one_changed_item_is_reported_different(spark, replica):
+    vault, table, client, items = replica
+    original = items[("user-2", "7.5")]
+    client.update_item(TableName=table, Key={"pk": {"S": "user-2"}, "sk": {"N": "7.5"}},
+                       UpdateExpression="SET m.deep.l[1] = :v", ExpressionAttributeValues={":v": {"N": "8"}})
+    try:
+        summary = verify(spark, vault, table, expect_ok=False)
+    finally:
+        client.put_item(TableName=table, Item=original)
+    assert counts(summary) == {"same": N_ITEMS - 1, "missing": 0, "extra": 0, "different": 1, "expired": 0,
+                               "vault_items": N_ITEMS, "replica_items": N_ITEMS}
+    assert summary["examples"] == {"different": [{"pk": "user-2", "sk": "7.5"}]}
+    assert "different 1 (e.g. {'pk': 'user-2', 'sk': '7.5'})" in summary["message"]
+
+
+def test_one_deleted_item_is_reported_missing(spark, replica):
+    vault, table, client, items = replica
+    client.delete_item(TableName=table, Key={"pk": {"S": "user-0"}, "sk": {"N": "10.5"}})
+    try:
+        summary = verify(spark, vault, table, expect_ok=False)
+    finally:
+        client.put_item(TableName=table, Item=items[("user-0", "10.5")])
+    assert counts(summary) == {"same": N_ITEMS - 1, "missing": 1, "extra": 0, "different": 0, "expired": 0,
+                               "vault_items": N_ITEMS, "replica_items": N_ITEMS - 1}
+    assert summary["examples"] == {"missing": [{"pk": "user-0", "sk": "10.5"}]}
+
+
+def test_one_added_item_is_reported_extra(spark, replica):
+    vault, table, client, _ = replica
+    client.put_item(TableName=table, Item={"pk": {"S": "user-9"}, "sk": {"N": "-1E-130"}, "v": {"B": b"\x00"}})
+    try:
+        summary = verify(spark, vault, table, expect_ok=False)
+    finally:
+        client.delete_item(TableName=table, Key={"pk": {"S": "user-9"}, "sk": {"N": "-1E-130"}})
+    assert counts(summary) == {"same": N_ITEMS, "missing": 0, "extra": 1, "different": 0, "expired": 0,
+                               "vault_items": N_ITEMS, "replica_items": N_ITEMS + 1}
+    assert summary["examples"] == {"extra": [{"pk": "user-9", "sk": codec.normalize_number("-1E-130")}]}
+
+
+# --- compare() and summarize(): pure, on small DataFrames ---------------------------------------------------
+
+NOW = 1_700_000_000
+
+
+def frame(spark, items, range_key="sk"):
+    from pyspark.sql import types as T
+
+    schema = T.StructType([T.StructField(layout.PK, T.StringType(), False),
+                           T.StructField(layout.SK, T.StringType(), True),
+                           T.StructField(layout.ITEM, T.StringType(), False)])
+    rows = []
+    for item in items:
+        pk, sk, text, _ = codec.to_vault_record(item, "pk", range_key)
+        rows.append((pk, sk, text))
+    return spark.createDataFrame(rows, schema)
+
+
+def ttl_item(pk, sk, expires=None, **extra):
+    item = {"pk": {"S": pk}, "sk": {"N": sk}, **extra}
+    if expires is not None:
+        item["exp"] = expires
+    return item
+
+
+def test_compare_classifies_every_key_and_honours_ttl(spark):
+    vault = [
+        ttl_item("same", "1", {"N": str(NOW + 10)}, v={"S": "a"}),
+        ttl_item("diff", "1", v={"SS": ["a", "b"]}),
+        ttl_item("gone", "1", {"N": str(NOW + 3600)}),        # TTL in the future: missing
+        ttl_item("gone", "2", {"N": str(NOW - 1)}),           # TTL passed and absent: expired
+        ttl_item("gone", "3"),                                 # no TTL attribute: missing
+        ttl_item("gone", "4", {"S": str(NOW - 1)}),           # TTL not a number: missing
+        ttl_item("gone", "5", EXP={"N": str(NOW - 1)}),       # names are case-sensitive: no TTL, missing
+        ttl_item("stale", "1", {"N": str(NOW - 100)}, v={"N": "1"}),  # expired but still there and changed
+        ttl_item("stale", "2", {"N": f"{NOW - 100}.25"}),     # expired, still there, equal: same
+    ]
+    replica = [
+        ttl_item("same", "1", {"N": str(NOW + 10)}, v={"S": "a"}),
+        ttl_item("diff", "1", v={"SS": ["b", "a", "c"]}),
+        ttl_item("stale", "1", {"N": str(NOW - 100)}, v={"N": "2"}),
+        ttl_item("stale", "2", {"N": f"{NOW - 100}.250"}),
+        ttl_item("new", "1"),
+    ]
+    statuses = compare(frame(spark, vault), frame(spark, replica), ttl_attribute="exp", now_epoch=NOW)
+    got = sorted((r[layout.PK], r[layout.SK], r["status"]) for r in statuses.collect())
+    assert got == [("diff", "1", "different"), ("gone", "1", "missing"), ("gone", "2", "expired"),
+                   ("gone", "3", "missing"), ("gone", "4", "missing"), ("gone", "5", "missing"),
+                   ("new", "1", "extra"),
+                   ("same", "1", "same"), ("stale", "1", "different"), ("stale", "2", "same")]
+
+    # Without a TTL attribute nothing is ever expired.
+    plain = compare(frame(spark, vault), frame(spark, replica), ttl_attribute=None, now_epoch=NOW)
+    assert sorted(r["status"] for r in plain.collect() if r[layout.PK] == "gone") == ["missing"] * 5
+
+    result = summarize(statuses, examples=2)
+    assert result == {"same": 2, "missing": 4, "extra": 1, "different": 2, "expired": 1,
+                      "examples": {"missing": [{"pk": "gone", "sk": "1"}, {"pk": "gone", "sk": "3"}],
+                                   "extra": [{"pk": "new", "sk": "1"}],
+                                   "different": [{"pk": "diff", "sk": "1"}, {"pk": "stale", "sk": "1"}]}}
+
+
+def test_compare_hash_only_keys_and_odd_attribute_names(spark):
+    # Null range keys join (null-safe); a TTL attribute name with quotes, dots or brackets in it is still found.
+    for attribute in ("it's", 'a"b', "x.y", "[z]", "\u540d"):
+        vault = [{"pk": {"S": "a"}, attribute: {"N": str(NOW - 5)}}, {"pk": {"S": "b"}, "v": {"B": b"\x00"}},
+                 {"pk": {"S": "c"}, attribute: {"N": str(NOW + 5)}}]
+        replica = [{"pk": {"S": "b"}, "v": {"B": b"\x00"}}]
+        statuses = compare(frame(spark, vault, None), frame(spark, replica, None), ttl_attribute=attribute,
+                           now_epoch=NOW)
+        assert sorted((r[layout.PK], r[layout.SK], r["status"]) for r in statuses.collect()) == \
+            [("a", None, "expired"), ("b", None, "same"), ("c", None, "missing")], attribute
