@@ -104,6 +104,7 @@ def test_hash_only_n_key_every_type_equals_a_client_scan(spark, ddb, tmp_path):
         assert json.load(handle) == meta
 
 
+@pytest.mark.smoke
 def test_hash_range_s_and_b_keys_with_gsi_and_lsi(spark, ddb, vault_bucket):
     client, made = ddb
     table = name("exp-range")

@@ -106,6 +106,7 @@ def marker_names(vault, rid):
     return sorted(o["Key"].rsplit("/", 1)[1] for o in listing.get("Contents", []) if "/part-" in o["Key"])
 
 
+@pytest.mark.smoke
 def test_restore_into_region_b_rebuilds_items_and_settings(spark, clients, source, replica):
     ddb_a, ddb_b = clients
     table, vault, expected = source

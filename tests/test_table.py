@@ -156,7 +156,8 @@ def test_billing_mode_override():
 
 
 def test_create_request_minimal_table():
-    meta = {"table_name": "t", "region": "us-east-1", "tags": [], "table": {
+    meta = {"table_name": "t", "region": "us-east-1", "tags": [], "time_to_live": {"TimeToLiveStatus": "DISABLED"},
+            "continuous_backups": {"ContinuousBackupsStatus": "DISABLED"}, "table": {
         "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "B"}],
         "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
         "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
@@ -165,6 +166,18 @@ def test_create_request_minimal_table():
     assert tables.create_request(meta, "t2") == ({
         "TableName": "t2", "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "B"}],
         "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}], "BillingMode": "PAY_PER_REQUEST"}, [])
+
+
+def test_create_request_says_which_settings_the_export_could_not_capture():
+    meta = {"table_name": "t", "region": "us-east-1", "tags": None, "time_to_live": None,
+            "continuous_backups": None, "table": {
+                "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+                "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"}}}
+    request, notes = tables.create_request(meta, "t2")
+    assert "Tags" not in request
+    assert notes == [f"{label}: not captured by the export (its endpoint lacked the call); set it by hand"
+                     for label in ("TTL", "tags", "point-in-time recovery")]
 
 
 def test_key_schema_matches():

@@ -50,6 +50,7 @@ def counts(summary):
                                     "replica_items")}
 
 
+@pytest.mark.smoke
 def test_exact_replica_passes(spark, replica):
     vault, table, _, _ = replica
     summary = verify(spark, vault, table, expect_ok=True)

@@ -8,15 +8,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from ddbvault import codec, errors
+from ddbvault import codec
 from ddbvault.dynamo import pacing, retry, scan
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import DdbVaultError, TableError, UsageError
+from ddbvault.errors import TableError, UsageError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
 from ddbvault.vault import layout, metadata
 
@@ -134,38 +133,6 @@ def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int]) 
     finally:
         sender.close()
     units_counter.add(consumed)
-
-
-def executor_error(exc: BaseException) -> Optional[DdbVaultError]:
-    """The ddbvault error a Spark task raised, rebuilt from the failed job's exception; None when there is none.
-
-    A task's exception reaches the driver as a Py4JJavaError whose text holds the worker's Python traceback;
-    callers of the library should see the error type they can handle (CapacityError, ...), not Py4J's.
-    """
-    from ddbvault.runner import _EXECUTOR_ERROR
-
-    java = getattr(exc, "java_exception", None)
-    if java is None:
-        return None
-    found = _EXECUTOR_ERROR.search(str(java.toString()) + "\n" + str(exc))
-    if not found:
-        return None
-    kind = getattr(errors, found.group(1), None)
-    if not (isinstance(kind, type) and issubclass(kind, DdbVaultError)):
-        kind = DdbVaultError  # e.g. an ItemCodecError: its message says what it is
-    return kind(found.group(2).strip())
-
-
-@contextmanager
-def raising_executor_errors() -> Iterator[None]:
-    """Around a Spark action: a ddbvault error raised in a task is raised here as itself."""
-    try:
-        yield
-    except Exception as exc:
-        found = executor_error(exc)
-        if found is None:
-            raise
-        raise found from exc
 
 
 def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:

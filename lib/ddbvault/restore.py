@@ -18,8 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from ddbvault import codec
 from ddbvault.dynamo import batch_write, pacing, retry
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import TableError, UsageError
-from ddbvault.export import raising_executor_errors
+from ddbvault.errors import TableError, UsageError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
 from ddbvault.vault import layout, metadata, store
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 import uuid
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ddbvault.errors import DdbVaultError
+from ddbvault.errors import DdbVaultError, from_executor
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +51,16 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-# How a ddbvault error raised in an executor's Python worker reads inside the JVM's exception text.
-_EXECUTOR_ERROR = re.compile(r"ddbvault\.[\w.]*?\.?(\w+(?:Error|Mismatch)): (.+)")
-
-
 def describe_failure(exc: BaseException) -> str:
     """One line for an exception: ours verbatim (also when raised in an executor), others by their first line."""
     if isinstance(exc, DdbVaultError):
         return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    found = from_executor(exc)
+    if found is not None:
+        return str(found)
     java = getattr(exc, "java_exception", None)
     if java is not None:
-        full = str(java.toString()) + "\n" + str(exc)
-        found = _EXECUTOR_ERROR.search(full)
-        if found:
-            return found.group(2).strip()
         text = str(java.toString()).splitlines()[0]
     return (f"unexpected {type(exc).__name__}: {text} "
             f"(rerun with DDBVAULT_DEBUG=1 for the traceback; report it if it is not an AWS access problem)")

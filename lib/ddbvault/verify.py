@@ -16,12 +16,11 @@ from typing import Any, Dict, List, Optional
 
 from ddbvault.dynamo import pacing
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import TableError, VerifyMismatch
+from ddbvault.errors import TableError, VerifyMismatch, raising_executor_errors
 from ddbvault.export import (
     ScanPlan,
     group_segments,
     plan_segments,
-    raising_executor_errors,
     read_budget,
     scan_partition,
 )
