@@ -31,7 +31,7 @@ SEED = 20240501
 sys.path.insert(0, os.path.join(REPO_ROOT, "lib"))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
-from servers import aws_environment, free_port  # noqa: E402
+from servers import aws_environment, free_port, running  # noqa: E402
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
          "lima", "mike", "november", "oscar", "papa", "québec", "東京", "straße", "zulu"]
@@ -50,33 +50,8 @@ def dynalite(log_path: Optional[str] = None) -> Iterator[str]:
            "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
     log_path = log_path or os.path.join(OUT_DIR, "dynalite.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for(url, proc)
+    with running(cmd, url + "/", log_path):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_for(url: str, proc: subprocess.Popen, seconds: float = 30.0) -> None:
-    client = boto3.client("dynamodb", endpoint_url=url, region_name=REGION, aws_access_key_id="a",
-                          aws_secret_access_key="a", config=Config(retries={"max_attempts": 1}))
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"dynalite exited with {proc.returncode} before it answered")
-        try:
-            client.list_tables()
-            return
-        except Exception:
-            time.sleep(0.1)
-    raise RuntimeError(f"dynalite at {url} did not answer within {seconds:.0f}s")
 
 
 def use_endpoint(url: str) -> Dict[str, str]:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from typing import Iterator, List
@@ -32,6 +33,8 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 30.0) -> No
         try:
             urllib.request.urlopen(url, timeout=1).read()
             return
+        except urllib.error.HTTPError:
+            return  # it answered, if only to say no: it is up
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"server at {url} did not answer within {seconds:.0f}s")
@@ -39,6 +42,7 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 30.0) -> No
 
 @contextmanager
 def running(cmd: List[str], url: str, log_path: str) -> Iterator[str]:
+    """Run ``cmd`` (a server) until the block ends; ready once ``url`` answers any HTTP response."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
