@@ -401,8 +401,8 @@ def _value(v: Any, depth: int) -> Tuple[Any, int]:  # noqa: PLR0911 - one return
     raise _Invalid(f"unknown type tag {str(tag)[:20]!r} (one of S, N, B, SS, NS, BS, M, L, NULL, BOOL)")
 
 
-def _item_reference(item: Any) -> Tuple[Dict[str, Any], int]:
-    """(canonical item with sorted keys, DynamoDB item size) or :class:`ItemCodecError` naming the attribute."""
+def _item(item: Any) -> Tuple[Dict[str, Any], int]:
+    """(canonical item, DynamoDB item size) or :class:`ItemCodecError` naming the attribute."""
     if item.__class__ is not dict and not isinstance(item, Mapping):
         raise ItemCodecError(f"an item is a mapping of attribute names to values, got {type(item).__name__}")
     try:
@@ -411,178 +411,16 @@ def _item_reference(item: Any) -> Tuple[Dict[str, Any], int]:
         raise ItemCodecError(err.reason, _path_of(err)) from None
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The fast path (copy on write): validate and size without building new maps or lists when the input is already
-# canonical, which the export's items (decoded from DynamoDB's JSON) nearly always are. A map or list is copied
-# only when a value under it changes (a binary given as bytes, a number to normalise, an unsorted set, ...), and
-# the encoder sorts map keys itself (sort_keys: in C, cheap for the one-key type wrappers). Any problem at all
-# sends the item through the reference walk above (:func:`_fields`), which gives the exact error, so errors name
-# the same attribute and reason whichever walk found them first.
-
-class _Slow(Exception):
-    """The fast path gives up; the reference walk decides (and names the error)."""
-
-
-def _set_size(val: Any) -> int:
-    """Size of an SS whose members are all str (raises _Slow for a lone surrogate)."""
-    joined = "".join(val)
-    if joined.isascii():
-        return len(joined)
-    try:
-        return len(joined.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise _Slow from None
-
-
-def _fast_other(v: Dict[str, Any], tag: str, val: Any, depth: int) -> Tuple[Any, int]:
-    """(value, size) of a one-key dict ``v`` = {tag: val} not handled inline; ``v`` itself when canonical."""
-    if tag == "L":
-        if val.__class__ is not list or depth >= MAX_DEPTH:
-            raise _Slow
-        r, size = _fast_elements(val, depth + 1)
-        return (v if r is None else {"L": r}), 3 + len(val) + size
-    if tag == "BOOL":
-        if val is True or val is False:
-            return v, 1
-        raise _Slow
-    if tag == "NULL":
-        if val is True:
-            return v, 1
-        raise _Slow
-    if tag == "B":
-        cls = val.__class__
-        if cls is bytes:
-            return {"B": _b2a(val, newline=False).decode("ascii")}, len(val)
-        if cls is str:
-            try:
-                raw = _a2b(val)
-            except (binascii.Error, ValueError):
-                raise _Slow from None
-            if _b2a(raw, newline=False).decode("ascii") == val:
-                return v, len(raw)
-        raise _Slow
-    if tag == "N":
-        if val.__class__ is not str:
-            raise _Slow
-        canon = _number(val)
-        return {"N": canon}, _number_size(canon)
-    if tag == "SS":
-        if val.__class__ is not list or not val or set(map(type, val)) != _STR_ONLY:
-            raise _Slow
-        size = _set_size(val)
-        ordered = sorted(val)
-        if len(set(val)) != len(val):
-            raise _Slow
-        return (v if ordered == val else {"SS": ordered}), size
-    if tag == "M":  # not a dict, or too deep
-        raise _Slow
-    if tag in ("NS", "BS"):
-        cv, size = _value(v, depth)  # the reference: few sets, each member normalised
-        return cv, size
-    raise _Slow
-
-
-_STR_ONLY = {str}
-
-
-def _fast_fields(val: Dict[str, Any], depth: int) -> Tuple[Optional[Dict[str, Any]], int]:
-    """(a changed copy of the map, or None when ``val`` is canonical as is; sum of key + value sizes)."""
-    names = "".join(val)  # sizes of all the names at once (a non-str name fails the check below)
-    size = len(names) if names.isascii() else _utf8_len(names)
-    repl = None
-    for key, sub in val.items():
-        if key.__class__ is not str or sub.__class__ is not dict or len(sub) != 1:
-            raise _Slow
-        s = sub.get("S")
-        if s.__class__ is str:
-            size += len(s) if s.isascii() else _utf8_len(s)
-            continue
-        s = sub.get("N")
-        if s.__class__ is str:
-            ns = _plain_number_size(s)
-            if ns:
-                size += ns
-                continue
-        s = sub.get("M")
-        if s.__class__ is dict and depth < MAX_DEPTH:
-            r, ms = _fast_fields(s, depth + 1)
-            size += 3 + len(s) + ms
-            if r is not None:
-                if repl is None:
-                    repl = val.copy()
-                repl[key] = {"M": r}
-            continue
-        ((tag, s),) = sub.items()
-        cv, vs = _fast_other(sub, tag, s, depth)
-        size += vs
-        if cv is not sub:
-            if repl is None:
-                repl = val.copy()
-            repl[key] = cv
-    return repl, size
-
-
-def _fast_elements(val: List[Any], depth: int) -> Tuple[Optional[List[Any]], int]:
-    """(a changed copy of the list, or None when ``val`` is canonical as is; sum of element sizes)."""
-    size = 0
-    repl = None
-    i = -1
-    for sub in val:
-        i += 1
-        if sub.__class__ is not dict or len(sub) != 1:
-            raise _Slow
-        s = sub.get("S")
-        if s.__class__ is str:
-            size += len(s) if s.isascii() else _utf8_len(s)
-            continue
-        s = sub.get("N")
-        if s.__class__ is str:
-            ns = _plain_number_size(s)
-            if ns:
-                size += ns
-                continue
-        s = sub.get("M")
-        if s.__class__ is dict and depth < MAX_DEPTH:
-            r, ms = _fast_fields(s, depth + 1)
-            size += 3 + len(s) + ms
-            if r is not None:
-                if repl is None:
-                    repl = val.copy()
-                repl[i] = {"M": r}
-            continue
-        ((tag, s),) = sub.items()
-        cv, vs = _fast_other(sub, tag, s, depth)
-        size += vs
-        if cv is not sub:
-            if repl is None:
-                repl = val.copy()
-            repl[i] = cv
-    return repl, size
-
-def _item(item: Any) -> Tuple[Dict[str, Any], int]:
-    """(canonical item, DynamoDB item size) or :class:`ItemCodecError` naming the attribute. The canonical item's
-    maps may be in any key order (the encoder sorts them); it may be ``item`` itself, never a modified ``item``."""
-    if item.__class__ is dict:
-        try:
-            repl, size = _fast_fields(item, 1)
-        except Exception:  # noqa: BLE001 - whatever it was, the reference walk decides
-            return _item_reference(item)
-        return (item if repl is None else repl), size
-    return _item_reference(item)
-
-
-# The fast walk leaves maps in their input order: the encoder sorts keys (code point order, as sorted(); keys are
-# unique so values are never compared). The C encoder is built once (JSONEncoder.encode builds one per call); same
-# output as json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False).
-# No cycles can reach it: the walk caps nesting at MAX_DEPTH.
+# Map keys are already in order (the walk sorts them): sort_keys would re-sort every one-key type wrapper too.
+# The C encoder is built once (JSONEncoder.encode builds one per call); same output as
+# json.dumps(obj, ensure_ascii=False, separators=(",", ":"), check_circular=False).
 if _c_make_encoder is not None:
-    _c_encode = _c_make_encoder(None, None, _encode_basestring, None, ":", ",", True, False, True)
+    _c_encode = _c_make_encoder(None, None, _encode_basestring, None, ":", ",", False, False, True)
 
     def _dumps(obj: Any) -> str:
         return "".join(_c_encode(obj, 0))
 else:  # pragma: no cover - interpreters without the _json accelerator
-    _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
-                              check_circular=False).encode
+    _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 def encode_item(item: Mapping[str, Mapping]) -> str:
