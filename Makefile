@@ -39,7 +39,8 @@ test: setup ## the whole suite (starts and stops its own moto server)
 smoke: setup ## the cross-version smoke tests only (use with SPARK=4.0)
 	$(PY) -m pytest -m smoke $(PYTEST_ARGS)
 
-PY39 := $(firstword $(shell command -v python3.9) $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python))
+# A real Python 3.9 if this machine has one (pyenv's shim may exist without a usable 3.9 behind it).
+PY39 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python) $(shell python3.9 -c 'import sys; print(sys.executable)' 2>/dev/null))
 
 lint: setup ## ruff targeting Python 3.9 (EMR 7's interpreter), and a real 3.9 compile of lib/ and jobs/ if one is here
 	$(VENV)/bin/ruff check lib jobs tests bench demo
