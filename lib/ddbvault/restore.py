@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from ddbvault import codec
 from ddbvault.dynamo import batch_write, pacing, retry
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import TableError, UsageError, raising_executor_errors
+from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
 from ddbvault.vault import layout, metadata, store
 
@@ -207,12 +207,16 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
                        .rdd.mapPartitionsWithIndex(lambda index, rows: load_partition(plan, index, rows))
                        .collect())  # one small stats dict per partition, never items
     elapsed = time.time() - started
+    written = sum(r["items"] for r in results if not r["skipped"])
+    skipped = sum(r["items"] for r in results if r["skipped"])
+    if written + skipped != manifest["items"]:
+        # Never report success on a count that does not add up: the manifest stays "loading" for a rerun.
+        raise VaultError(f"the load of {opts.table} put {written + skipped} items but vault v{version} holds "
+                         f"{manifest['items']}: run verify_replica to see which, then rerun this restore")
 
     ttl = tables.enable_ttl(meta, opts.table, opts.region)
     if ttl:
         notes.append(f"TTL enabled on attribute {ttl} after the load")
-    written = sum(r["items"] for r in results if not r["skipped"])
-    skipped = sum(r["items"] for r in results if r["skipped"])
     manifest.update(status="done", finished_at=datetime.now(timezone.utc).isoformat())
     store.write_json(manifest_uri, manifest, opts.vault_region)
     run.summary.update({
