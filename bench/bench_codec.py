@@ -31,50 +31,18 @@ import base64
 import decimal
 import json
 import random
-import string
 import time
 from typing import Any, Dict, List
 
+import common
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 
 from ddbvault import codec
 
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
-         "lima", "mike", "november", "oscar", "papa", "québec", "東京", "straße", "zulu"]
-
 
 def make_item(rnd: random.Random, i: int) -> Dict[str, Any]:
-    def words(n: int) -> str:
-        return " ".join(rnd.choice(WORDS) for _ in range(n))
-
-    def price() -> str:
-        return f"{rnd.randint(0, 99999)}.{rnd.randint(0, 99):02d}"
-
-    return {
-        "pk": {"S": f"customer#{rnd.randint(0, 10**9):09d}"},
-        "sk": {"N": str(1_700_000_000_000 + i)},
-        "name": {"S": words(3)},
-        "email": {"S": "".join(rnd.choices(string.ascii_lowercase, k=10)) + "@example.com"},
-        "balance": {"N": price()},
-        "visits": {"N": str(rnd.randint(0, 100000))},
-        "ratio": {"N": f"0.{rnd.randint(0, 10**12):012d}"},
-        "active": {"BOOL": rnd.random() < 0.5},
-        "deleted_at": {"NULL": True},
-        "bio": {"S": words(rnd.randint(10, 25))},
-        "avatar": {"B": rnd.randbytes(48)},
-        "tags": {"SS": sorted({rnd.choice(WORDS) for _ in range(6)})},
-        "address": {"M": {
-            "street": {"S": f"{rnd.randint(1, 999)} {words(2)} street"},
-            "city": {"S": rnd.choice(WORDS).title()},
-            "zip": {"S": f"{rnd.randint(0, 99999):05d}"},
-            "geo": {"M": {"lat": {"N": f"{rnd.uniform(-90, 90):.6f}"}, "lon": {"N": f"{rnd.uniform(-180, 180):.6f}"}}},
-        }},
-        "orders": {"L": [
-            {"M": {"id": {"S": f"o-{rnd.randint(0, 10**8)}"}, "total": {"N": price()},
-                   "qty": {"N": str(rnd.randint(1, 9))}, "note": {"S": words(4)}}}
-            for _ in range(rnd.randint(2, 5))
-        ]},
-    }
+    """The benchmarks' ~1 KB realistic item (bench/common.py), binaries as bytes like the boto3 client's."""
+    return common.make_item(rnd, i, range_key=True)
 
 
 def run_ddbvault(items: List[Dict[str, Any]]) -> float:

@@ -11,7 +11,7 @@ All contenders read the same table on the same dynalite (in memory, loopback), b
 Figures: seconds, items/s, and "ddbvault x faster" = contender seconds / ddbvault seconds (issue targets:
 >= 5 against dynamodump; >= 0.8 against the raw scan, once Spark is up). Never asserts on time.
 
-    .venv/bin/python bench/bench_export.py [--items 30000] [--segments S] [--readers-per-task R]
+    .venv/bin/python bench/bench_export.py [--items 100000] [--segments S] [--readers-per-task R]
 
 The default is 30,000 items, not the 150,000 first asked for: dynalite serves ~1,000 puts/s and ~2,000 scanned
 items/s on this 2-core machine, so 150k would take well over 20 minutes end to end (load, export, restore);
@@ -20,15 +20,12 @@ items/s on this 2-core machine, so 150k would take well over 20 minutes end to e
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import threading
 from typing import Any, Dict, List, Optional
 
 import common
-
-DEFAULT_ITEMS = 30_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,18 +127,7 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=DEFAULT_ITEMS, help="items in the source table")
-    parser.add_argument("--hash-only", action="store_true", help="a hash-key-only table (default: hash + range)")
-    parser.add_argument("--verbose", action="store_true", help="ddbvault's INFO log lines (progress)")
-    parser.add_argument("--skip-job", action="store_true", help="do not time the job as a subprocess")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with common.prepared(args.items, range_key=not args.hash_only) as bench:
-        result = run(bench, args)
-    print(f"figures written to {common.write_json('export.json', result)}")
+    common.bench_main(__doc__.splitlines()[0], run, add_arguments, "export.json", argv)
 
 
 if __name__ == "__main__":

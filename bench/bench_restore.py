@@ -14,22 +14,19 @@ Every contender creates its table inside its timing. "ddbvault x faster" = conte
 (issue targets: >= 1.5 against dynamodump end to end; >= 0.8 against the raw loop once Spark is up).
 Never asserts on time.
 
-    .venv/bin/python bench/bench_restore.py [--items 30000] [--writers-per-task W]
+    .venv/bin/python bench/bench_restore.py [--items 100000] [--writers-per-task W]
 
 Run alone it first makes the vault and the dump itself (untimed).
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import subprocess
 import sys
 from typing import Any, Dict
 
 import common
-
-DEFAULT_ITEMS = 30_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,18 +106,7 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=DEFAULT_ITEMS, help="items in the source table")
-    parser.add_argument("--hash-only", action="store_true", help="a hash-key-only table (default: hash + range)")
-    parser.add_argument("--verbose", action="store_true", help="ddbvault's INFO log lines (progress)")
-    parser.add_argument("--skip-job", action="store_true", help="do not time the job as a subprocess")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with common.prepared(args.items, range_key=not args.hash_only) as bench:
-        result = run(bench, args)
-    print(f"figures written to {common.write_json('restore.json', result)}")
+    common.bench_main(__doc__.splitlines()[0], run, add_arguments, "restore.json", argv)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 
 from servers import aws_environment, free_port, running  # noqa: E402
 
+# The issue asks for 100k-200k items; at dynalite's ~1-2k items/s a whole `make bench` takes ~13 minutes.
+DEFAULT_ITEMS = 100_000
+
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
          "lima", "mike", "november", "oscar", "papa", "québec", "東京", "straße", "zulu"]
 
@@ -363,3 +366,23 @@ def dump_item_count(dump_dir: str, table: str) -> int:
 
 # dynamodump 1.11.1's backup starts MAX_NUMBER_BACKUP_WORKERS (25) threads THREAD_START_DELAY (1 s) apart.
 DYNAMODUMP_START_SLEEP_S = 25.0
+
+
+def bench_main(description: str, run: Callable[[Any, Any], Dict[str, Any]],
+               add_arguments: Callable[[Any], None], out_name: str, argv=None) -> None:
+    """The command line shared by bench_export.py and bench_restore.py."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--items", type=int, default=DEFAULT_ITEMS, help="items in the source table")
+    parser.add_argument("--hash-only", action="store_true", help="a hash-key-only table (default: hash + range)")
+    parser.add_argument("--verbose", action="store_true", help="ddbvault's INFO log lines (progress)")
+    parser.add_argument("--skip-job", action="store_true", help="do not time the job as a subprocess")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with prepared(args.items, range_key=not args.hash_only) as bench:
+        result = run(bench, args)
+    print(f"figures written to {write_json(out_name, result)}")

@@ -2,7 +2,7 @@
 of what the export made. Prints both tables and a summary against the issue's targets; the figures also go to
 ``bench/.out/bench-<time>.json`` and ``bench/.out/latest.json``. Never asserts on time.
 
-    .venv/bin/python bench/run_all.py [--items 30000] [--segments S] [--readers-per-task R] [--writers-per-task W]
+    .venv/bin/python bench/run_all.py [--items 100000] [--segments S] [--readers-per-task R] [--writers-per-task W]
     make bench
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def summary(results) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=bench_export.DEFAULT_ITEMS, help="items in the source table")
+    parser.add_argument("--items", type=int, default=common.DEFAULT_ITEMS, help="items in the source table")
     parser.add_argument("--hash-only", action="store_true", help="a hash-key-only table (default: hash + range)")
     parser.add_argument("--verbose", action="store_true", help="ddbvault's INFO log lines (progress)")
     parser.add_argument("--skip-job", action="store_true", help="do not time the jobs as subprocesses")
