@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 from typing import Any, Dict, List, Optional
 
 import common
@@ -52,13 +51,7 @@ def raw_scan(table: str, total_segments: int) -> int:
         except BaseException as exc:
             errors.append(exc)
 
-    pool = [threading.Thread(target=work, args=(s,), daemon=True) for s in range(total_segments)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if errors:
-        raise errors[0]
+    common.run_threads(work, [(s,) for s in range(total_segments)], errors)
     return sum(counts)
 
 

@@ -163,14 +163,19 @@ def write_threaded(table: str, source: Iterator[Dict[str, Any]], threads: int) -
         except BaseException as exc:
             errors.append(exc)
 
-    pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    run_threads(work, [()] * threads, errors)
+    return count[0]
+
+
+def run_threads(work: Callable[..., None], args_list: Sequence[tuple], errors: List[BaseException]) -> None:
+    """One thread per args tuple; join them all, then raise the first error a thread recorded in ``errors``."""
+    pool = [threading.Thread(target=work, args=args, daemon=True) for args in args_list]
     for thread in pool:
         thread.start()
     for thread in pool:
         thread.join()
     if errors:
         raise errors[0]
-    return count[0]
 
 
 def load_table(table: str, n: int, range_key: bool = True, threads: int = 8) -> float:
