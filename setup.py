@@ -17,7 +17,8 @@ setup(
     extras_require={
         "spark": SPARK_PAIRS["3.5"],
         "spark40": SPARK_PAIRS["4.0"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "moto[server]==5.2.5", "ruff==0.17.6"],
+        # deltalake: the tests prove that delta-rs reads the vault's tables, as users' readers do.
+        "test": ["pytest>=8", "hypothesis>=6.100", "moto[server]==5.2.5", "ruff==0.17.6", "deltalake[pyarrow]==1.6.6"],
         "bench": ["dynamodump==1.11.1"],
     },
 )

@@ -36,6 +36,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="refuse to export a table without a NEW_IMAGE or NEW_AND_OLD_IMAGES stream")
     parser.add_argument("--readers-per-task", type=int, default=4, help="concurrent segment readers in a task")
     parser.add_argument("--max-retries", type=int, default=12, help="attempts per DynamoDB call before failing")
+    parser.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for another export or merge of the vault to finish (default: fail)")
     return parser.parse_args(argv)
 
 
@@ -45,7 +47,8 @@ def body(args: argparse.Namespace, run) -> None:
         table=args.table, vault=args.vault, region=region, vault_region=args.vault_region,
         segments=args.segments, max_read_units=args.max_read_units, read_percent=args.read_percent,
         consistent_read=args.consistent_read, require_stream=args.require_stream,
-        readers_per_task=args.readers_per_task, max_attempts=args.max_retries), run)
+        readers_per_task=args.readers_per_task, max_attempts=args.max_retries,
+        lock_wait_s=args.lock_wait), run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

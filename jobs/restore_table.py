@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from ddbvault import aws
+from ddbvault import aws, timeutil
 from ddbvault.restore import RestoreOptions, restore_table
 from ddbvault.runner import main_exit, run_job
 
@@ -26,7 +26,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--table", required=True, help="name of the table to create (or load, --existing-table)")
     parser.add_argument("--region", help="the recovery region (default: AWS_REGION)")
     parser.add_argument("--vault-region", help="the vault bucket's region (default: AWS_REGION)")
-    parser.add_argument("--as-of-version", type=int, help="restore the vault as of this Delta version")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--as-of-time", type=timeutil.parse_time,
+                      help="the table as it was at this moment (ISO-8601, UTC unless an offset is given)")
+    when.add_argument("--as-of-version", type=int, help="restore the vault as of this Delta version")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--max-write-units", type=float, help="write budget for the whole job, WCU per second")
     budget.add_argument("--write-percent", type=float,
@@ -44,7 +47,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def body(args: argparse.Namespace, run) -> None:
     restore_table(RestoreOptions(
         vault=args.vault, table=args.table, region=aws.resolve_region(args.region), vault_region=args.vault_region,
-        as_of_version=args.as_of_version, max_write_units=args.max_write_units, write_percent=args.write_percent,
+        as_of_version=args.as_of_version, as_of_time=args.as_of_time,
+        max_write_units=args.max_write_units, write_percent=args.write_percent,
         existing_table=args.existing_table, kms_key=args.kms_key, billing_mode=args.billing_mode,
         writers_per_task=args.writers_per_task, max_attempts=args.max_retries), run)
 

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from ddbvault import aws
+from ddbvault import aws, timeutil
 from ddbvault.runner import main_exit, run_job
 from ddbvault.verify import VerifyOptions, verify_replica
 
@@ -24,7 +24,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--table", required=True, help="the replica table")
     parser.add_argument("--region", help="the replica's region (default: AWS_REGION)")
     parser.add_argument("--vault-region", help="the vault bucket's region (default: AWS_REGION)")
-    parser.add_argument("--as-of-version", type=int, help="compare with the vault as of this Delta version")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--as-of-time", type=timeutil.parse_time,
+                      help="the table as it was at this moment (ISO-8601, UTC unless an offset is given)")
+    when.add_argument("--as-of-version", type=int, help="compare with the vault as of this Delta version")
     parser.add_argument("--segments", type=int, help="Scan TotalSegments for the replica")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--max-read-units", type=float, help="read budget for the replica scan, RCU per second")
@@ -36,7 +39,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def body(args: argparse.Namespace, run) -> None:
     verify_replica(VerifyOptions(
         vault=args.vault, table=args.table, region=aws.resolve_region(args.region), vault_region=args.vault_region,
-        as_of_version=args.as_of_version, segments=args.segments, max_read_units=args.max_read_units,
+        as_of_version=args.as_of_version, as_of_time=args.as_of_time,
+        segments=args.segments, max_read_units=args.max_read_units,
         read_percent=args.read_percent, max_attempts=args.max_retries), run)
 
 

@@ -45,15 +45,17 @@ def spark(aws_endpoint, executor_proxy, tmp_path_factory):
     """The one SparkSession of the run, built by the project's session builder (after the endpoints are set,
     so executors inherit them).
 
-    ``AWS_ENDPOINT_URL_DYNAMODB`` points at :func:`executor_proxy` while the session is built: the builder hands
+    ``AWS_ENDPOINT_URL_DYNAMODB`` (and ``..._DYNAMODB_STREAMS``) point at :func:`executor_proxy` while the session is
+    built: the builder hands
     it to the executors (``spark.executorEnv.*``), whose Python workers keep it for the run; S3 stays direct to
     moto. The driver's variable is put back afterwards, so driver-side clients keep talking to moto directly.
     """
     from ddbvault.session import build_session
 
     warehouse = str(tmp_path_factory.mktemp("warehouse"))
-    saved = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
-    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = executor_proxy.url
+    names = ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_DYNAMODB_STREAMS")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: executor_proxy.url for n in names})
     try:
         session = build_session("ddbvault-tests", {
             "spark.master": "local[2,3]",  # 3 attempts per task: tests kill a task and see Spark retry it
@@ -63,10 +65,11 @@ def spark(aws_endpoint, executor_proxy, tmp_path_factory):
             "spark.driver.memory": "2g",
         })
     finally:
-        if saved is None:
-            os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
-        else:
-            os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = saved
+        for n, value in saved.items():
+            if value is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = value
     yield session
     session.stop()
 

@@ -73,3 +73,15 @@ def raising_executor_errors() -> Iterator[None]:
         if found is None:
             raise
         raise found from exc
+
+
+class StreamGapError(DdbVaultError):
+    """Records the vault needs are gone (trimmed, another stream, no new images): only a new export helps."""
+
+
+class ChangeRecordError(DdbVaultError):
+    """A change record cannot be applied exactly (no new image, unknown event, keys that do not match)."""
+
+
+class VaultBusyError(VaultError):
+    """Another export or merge holds the vault's writer lease."""

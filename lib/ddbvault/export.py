@@ -17,7 +17,7 @@ from ddbvault.dynamo import pacing, retry, scan
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, UsageError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
-from ddbvault.vault import layout, metadata
+from ddbvault.vault import layout, lock, metadata
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class ExportOptions:
     require_stream: bool = False
     readers_per_task: int = 4
     max_attempts: int = 12
+    lock_wait_s: float = 0.0
 
 
 def read_budget(description: Dict[str, Any], max_read_units: Optional[float],
@@ -175,13 +176,15 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=scan_started.isoformat(),
                                       stream_arn=description.get("LatestStreamArn"), stream_view=view)
     started = time.time()
-    with ProgressServer(f"export {opts.table}", expected_items=expected or None, budget=budget, parts=total,
+    with lock.WriterLock(opts.vault, run.job, run.run_id, opts.vault_region, wait_s=opts.lock_wait_s) as writer, \
+            ProgressServer(f"export {opts.table}", expected_items=expected or None, budget=budget, parts=total,
                         advertise=driver_host) as progress:
         plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, per_task, opts.readers_per_task,
                         opts.consistent_read, opts.max_attempts, scan_started, run.run_id, progress.address)
         rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
             .mapPartitions(lambda segs: scan_partition(plan, units, segs))
         frame = spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
+        writer.check()
         with raising_executor_errors():
             frame.write.format("delta").mode("overwrite").option("userMetadata", commit).save(items_path)
     elapsed = time.time() - started

@@ -20,7 +20,7 @@ from ddbvault.dynamo import batch_write, pacing, retry
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
-from ddbvault.vault import layout, metadata, store
+from ddbvault.vault import layout, metadata, pointintime, store
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class RestoreOptions:
     region: str
     vault_region: Optional[str] = None
     as_of_version: Optional[int] = None
+    as_of_time: Optional[datetime] = None
     max_write_units: Optional[float] = None
     write_percent: Optional[float] = None
     existing_table: bool = False
@@ -70,10 +71,11 @@ def write_budget(description: Dict[str, Any], max_write_units: Optional[float],
     return ON_DEMAND_DEFAULT_WCU, f"on-demand default {ON_DEMAND_DEFAULT_WCU:g} WCU (set --max-write-units)"
 
 
-def restore_id(vault_version: int, target: Dict[str, Any]) -> str:
-    """Names one restore: the vault version and the target table (ARN and creation time)."""
-    basis = f"{vault_version}|{target.get('TableArn')}|{target.get('CreationDateTime')}"
-    return f"v{vault_version}-" + hashlib.sha256(basis.encode()).hexdigest()[:16]
+def restore_id(label: str, target: Dict[str, Any]) -> str:
+    """Names one restore: what is restored (``v<version>`` or ``t<epoch>``) and the target table (ARN and
+    creation time)."""
+    basis = f"{label}|{target.get('TableArn')}|{target.get('CreationDateTime')}"
+    return f"{label}-" + hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
 def partitions_for(items: int, slots: int) -> int:
@@ -155,28 +157,30 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     metadata.read_stamp(opts.vault, opts.vault_region)
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
     spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
-    version, meta = metadata.table_meta_at(spark, opts.vault, opts.as_of_version)
+    view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time)
+    version, meta = view.version, view.meta
     hash_key, range_key = tables.key_names(meta)
     notes: List[str] = []
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version,
-                        "source_table": meta["table_name"], "source_region": meta["region"]})
+                        "as_of_time": view.as_of_time, "source_table": meta["table_name"],
+                        "source_region": meta["region"]})
 
     manifests = layout.join(opts.vault, layout.META_DIR, "restores")
     existing = tables.describe(opts.table, opts.region)
     manifest = None
     if existing is not None:
-        manifest_uri = layout.join(manifests, restore_id(version, existing), "manifest.json")
+        manifest_uri = layout.join(manifests, restore_id(view.label, existing), "manifest.json")
         manifest = store.read_json(manifest_uri, opts.vault_region)
     target, created = prepare_table(meta, opts, existing, manifest, notes)
-    rid = restore_id(version, target)
+    rid = restore_id(view.label, target)
     markers = layout.join(manifests, rid)
     manifest_uri = layout.join(markers, "manifest.json")
 
-    items = spark.read.format("delta").option("versionAsOf", version).load(layout.join(opts.vault, layout.ITEMS_DIR))
+    items = view.frame
     if manifest is None:
         count = items.count()
         manifest = {"restore_id": rid, "table": opts.table, "region": opts.region, "table_arn": target["TableArn"],
-                    "vault_version": version, "items": count,
+                    "vault_version": version, "as_of_time": view.as_of_time, "items": count,
                     "partitions": partitions_for(count, spark.sparkContext.defaultParallelism),
                     "started_at": datetime.now(timezone.utc).isoformat(), "status": "loading"}
         store.write_json(manifest_uri, manifest, opts.vault_region)
@@ -211,7 +215,7 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     skipped = sum(r["items"] for r in results if r["skipped"])
     if written + skipped != manifest["items"]:
         # Never report success on a count that does not add up: the manifest stays "loading" for a rerun.
-        raise VaultError(f"the load of {opts.table} put {written + skipped} items but vault v{version} holds "
+        raise VaultError(f"the load of {opts.table} put {written + skipped} items but vault {view.label} holds "
                          f"{manifest['items']}: run verify_replica to see which, then rerun this restore")
 
     ttl = tables.enable_ttl(meta, opts.table, opts.region)

@@ -25,7 +25,7 @@ from ddbvault.export import (
     scan_partition,
 )
 from ddbvault.progress import ProgressServer
-from ddbvault.vault import layout, metadata
+from ddbvault.vault import layout, metadata, pointintime
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class VerifyOptions:
     region: str
     vault_region: Optional[str] = None
     as_of_version: Optional[int] = None
+    as_of_time: Optional[datetime] = None
     segments: Optional[int] = None
     max_read_units: Optional[float] = None
     read_percent: Optional[float] = None
@@ -117,10 +118,10 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
         raise TableError(f"table {opts.table} does not exist in region {opts.region}: check --table and --region, "
                          f"or run restore_table first")
     spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
-    version, meta = metadata.table_meta_at(spark, opts.vault, opts.as_of_version)
-    run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version})
-    vault_items = spark.read.format("delta").option("versionAsOf", version) \
-        .load(layout.join(opts.vault, layout.ITEMS_DIR))
+    view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time)
+    version, meta, vault_items = view.version, view.meta, view.frame
+    run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version,
+                        "as_of_time": view.as_of_time})
     ttl_attribute = (meta.get("time_to_live") or {}).get("AttributeName") \
         if (meta.get("time_to_live") or {}).get("TimeToLiveStatus") in ("ENABLED", "ENABLING") else None
 
@@ -151,7 +152,7 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     bad = {kind: result[kind] for kind in MISMATCHES if result[kind]}
     if bad:
         shown = "; ".join(f"{kind} {count} (e.g. {result['examples'][kind][0]})" for kind, count in bad.items())
-        raise VerifyMismatch(f"table {opts.table} in {opts.region} differs from {opts.vault} v{version}: {shown}; "
+        raise VerifyMismatch(f"table {opts.table} in {opts.region} differs from {opts.vault} {view.label}: {shown}; "
                              f"rerun restore_table with --existing-table to repair, then verify again")
-    log.info("verify %s: %d items equal to vault v%d", opts.table, result[SAME], version)
+    log.info("verify %s: %d items equal to vault %s", opts.table, result[SAME], view.label)
     return run.summary

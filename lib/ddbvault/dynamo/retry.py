@@ -30,6 +30,7 @@ THROTTLE_CODES = frozenset({
     "RequestLimitExceeded",
     "Throttling",
     "TooManyRequestsException",
+    "LimitExceededException",  # DynamoDB Streams: too many GetRecords/GetShardIterator calls on a shard
 })
 
 # Transient server-side failures: retrying the same request is safe (Scan pages and PutRequests are idempotent).
@@ -43,6 +44,7 @@ SERVER_ERROR_CODES = frozenset({
 })
 
 DEFAULT_ADVICE = "lower --max-read-units or raise the table's capacity, or raise --max-retries"
+STREAMS_ADVICE = "make sure no more than two readers poll the stream's shards at once, or raise --max-retries"
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,22 @@
 """Where things live in a vault and what the items table holds (format version 1).
 
     <vault>/items/                 Delta table, one row per live item (schema below)
+    <vault>/changes/               Delta table, the change log: one row per applied stream record
     <vault>/_ddbvault/format.json  vault identity: format version, source table, key schema
     <vault>/_ddbvault/table.json   the newest table description (a copy; each export commit carries its own)
     <vault>/_ddbvault/runs/        one JSON record per job run, success or failure
     <vault>/_ddbvault/restores/    per-restore completion markers (resumable restores)
-    <vault>/_ddbvault/checkpoints/ stream checkpoints
+    <vault>/_ddbvault/writer.lock  the lease of the one export or merge writing the vault now
+    <vault>/_ddbvault/staging/     a merge's stream records between reading and committing them
 """
 from __future__ import annotations
 
 FORMAT_VERSION = 1
 
 ITEMS_DIR = "items"
+CHANGES_DIR = "changes"
 META_DIR = "_ddbvault"
+VAULT_DIRS = (ITEMS_DIR, CHANGES_DIR, META_DIR)
 
 # Columns of <vault>/items.
 PK = "pk"                    # canonical hash-key value (string; numbers normalised, binary base64)
@@ -21,7 +25,7 @@ ITEM = "item"                # the whole item as DynamoDB JSON text, as in Dynam
 ITEM_SIZE = "item_size"      # DynamoDB's size of the item in bytes (what a write of it costs)
 SOURCE = "source"            # where the row's state came from: "export" or "stream"
 CHANGE_TIME = "change_time"  # export: scan start; stream: ApproximateCreationDateTime (UTC)
-CHANGE_SEQ = "change_seq"    # stream SequenceNumber zero-padded to 40 digits; null for an export
+CHANGE_SEQ = "change_seq"    # stream order: shard generation (6 digits) + SequenceNumber (40 digits); null: export
 RUN_ID = "run_id"            # the job run that wrote the row
 
 SOURCE_EXPORT = "export"

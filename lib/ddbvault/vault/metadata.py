@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ddbvault.errors import VaultError
 from ddbvault.vault import layout, store
@@ -30,7 +30,7 @@ def claim(vault: str, table_meta: Dict[str, Any], region: Optional[str] = None) 
     table = table_meta["table_name"]
     stamp = store.read_json(format_uri(vault), region)
     if stamp is None:
-        foreign = [n for n in store.list_names(vault, region) if n not in (layout.ITEMS_DIR, layout.META_DIR)]
+        foreign = [n for n in store.list_names(vault, region) if n not in layout.VAULT_DIRS]
         if foreign or layout.ITEMS_DIR in store.list_names(vault, region):
             shown = ", ".join((foreign or [layout.ITEMS_DIR])[:5])
             raise VaultError(f"{vault} is not empty ({shown}) and is not a ddbvault vault: "
@@ -77,6 +77,41 @@ def commit_metadata(job: str, run_id: str, **fields: Any) -> str:
     """The ``userMetadata`` text of a ddbvault commit to ``items``."""
     return json.dumps({COMMIT_KEY: {"format_version": layout.FORMAT_VERSION, "job": job, "run_id": run_id,
                                     **fields}}, sort_keys=True, default=str)
+
+
+def parse_commit(user_metadata: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The ddbvault part of a commit's ``userMetadata``; None for commits of others (or unreadable ones)."""
+    if not user_metadata:
+        return None
+    try:
+        found = json.loads(user_metadata)
+    except ValueError:
+        return None
+    return found.get(COMMIT_KEY) if isinstance(found, dict) else None
+
+
+def commits(spark, path: str, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+    """ddbvault's commits to the Delta table at ``path``, newest first: ``{version, timestamp, meta}`` each.
+    Commits without ddbvault metadata (another writer's, or maintenance without it) are left out."""
+    from delta.tables import DeltaTable
+
+    table = DeltaTable.forPath(spark, path)
+    history = table.history(limit) if limit else table.history()
+    out = []
+    for row in history.select("version", "timestamp", "userMetadata").orderBy("version", ascending=False) \
+            .collect():
+        meta = parse_commit(row.userMetadata)
+        if meta is not None:
+            out.append({"version": int(row.version), "timestamp": row.timestamp, "meta": meta})
+    return out
+
+
+def newest_commit(spark, path: str) -> Optional[Dict[str, Any]]:
+    """The newest ddbvault commit of ``path`` (looking at the last 50 commits first, then the whole log)."""
+    found = commits(spark, path, 50)
+    if not found:
+        found = commits(spark, path)
+    return found[0] if found else None
 
 
 def table_meta_at(spark, vault: str, version: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:

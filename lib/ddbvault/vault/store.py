@@ -31,7 +31,7 @@ def local_path(uri: str) -> str:
     return urlparse(uri).path if uri.startswith("file:") else uri
 
 
-def _s3(region: Optional[str]):
+def s3_client(region: Optional[str]):
     return aws.client("s3", region or os.environ.get("DDBVAULT_VAULT_REGION"))
 
 
@@ -47,7 +47,7 @@ def read_text(uri: str, region: Optional[str] = None) -> Optional[str]:
     try:
         if s3:
             try:
-                body = _s3(region).get_object(Bucket=s3[0], Key=s3[1])["Body"].read()
+                body = s3_client(region).get_object(Bucket=s3[0], Key=s3[1])["Body"].read()
             except ClientError as exc:
                 if exc.response["Error"].get("Code") in ("NoSuchKey", "404"):
                     return None
@@ -67,7 +67,7 @@ def write_text(uri: str, text: str, region: Optional[str] = None) -> None:
     s3 = split_s3(uri)
     try:
         if s3:
-            _s3(region).put_object(Bucket=s3[0], Key=s3[1], Body=text.encode("utf-8"),
+            s3_client(region).put_object(Bucket=s3[0], Key=s3[1], Body=text.encode("utf-8"),
                                    ContentType="application/json")
             return
         path = local_path(uri)
@@ -96,7 +96,7 @@ def list_names(uri: str, region: Optional[str] = None) -> List[str]:
         if s3:
             bucket, prefix = s3[0], (s3[1].rstrip("/") + "/") if s3[1] else ""
             names = set()
-            paginator = _s3(region).get_paginator("list_objects_v2")
+            paginator = s3_client(region).get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
                 names.update(c["Prefix"][len(prefix):].rstrip("/") for c in page.get("CommonPrefixes", []))
                 names.update(o["Key"][len(prefix):] for o in page.get("Contents", []))
@@ -105,3 +105,22 @@ def list_names(uri: str, region: Optional[str] = None) -> List[str]:
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
     except (ClientError, BotoCoreError, OSError) as exc:
         raise _fail("list", uri, exc) from exc
+
+
+def delete_tree(uri: str, region: Optional[str] = None) -> None:
+    """Remove everything under ``uri`` (a folder of scratch files); missing is fine."""
+    s3 = split_s3(uri)
+    try:
+        if s3:
+            client = s3_client(region)
+            prefix = s3[1].rstrip("/") + "/"
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3[0], Prefix=prefix):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=s3[0], Delete={"Objects": keys, "Quiet": True})
+            return
+        import shutil
+
+        shutil.rmtree(local_path(uri), ignore_errors=True)
+    except (ClientError, BotoCoreError, OSError) as exc:
+        raise _fail("delete", uri, exc) from exc

@@ -1,0 +1,130 @@
+"""The one owner of ``<vault>/items``: read it at a version, know what state a version holds, and fold change
+rows into it with Delta MERGE.
+
+Every ddbvault commit to ``items`` carries its state in the commit's ``userMetadata`` (see :func:`state_of`):
+which export it builds on, the newest change batch applied, and ``upper``: no change at or after that time is
+reflected in the version. Point-in-time reads (``ddbvault.vault.pointintime``) pick their base version by it.
+
+Deletion vectors are enabled on ``items``: a merge of a few thousand changes into millions of rows then marks
+the replaced rows in small vector files instead of rewriting every Parquet file that holds one of them, so a
+merge costs what its changes cost, not what the table costs. Spark and delta-rs (through its DataFusion query
+engine, ``deltalake.QueryBuilder``) read such tables; the maintenance step purges the vectors when it compacts.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterator, Optional
+
+from ddbvault.vault import layout, metadata
+
+TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+EXPORT_JOB = "export_table"
+MERGE_JOB = "merge_increments"
+
+
+def path(vault: str) -> str:
+    return layout.join(vault, layout.ITEMS_DIR)
+
+
+def exists(spark, vault: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path(vault))
+
+
+def read(spark, vault: str, version: Optional[int] = None):
+    """The items as they are, or as of Delta ``version``."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path(vault))
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return datetime.fromisoformat(str(value)).astimezone(timezone.utc)
+
+
+def state_of(commit: Dict[str, Any]) -> Dict[str, Any]:
+    """What an items commit (from ``metadata.commits``) holds.
+
+    ``export``: the export the version builds on (its version, run id, scan start, stream ARN); ``batch``: the
+    newest change batch applied since (None for the export itself); ``replayed``: whether the changes made
+    since the export's scan start have been applied; ``upper``: no change at or after this time is in it
+    (an export: its commit time; a merge: its read cut).
+    """
+    meta = commit["meta"]
+    if meta.get("job") == EXPORT_JOB:
+        committed = _utc(commit["timestamp"]).isoformat()
+        return {"export": {"version": commit["version"], "run_id": meta.get("run_id"), "committed_at": committed,
+                           "scan_started": meta.get("scan_started"), "stream_arn": meta.get("stream_arn")},
+                "batch": None, "replayed": False, "upper": committed,
+                "version": commit["version"], "job": EXPORT_JOB}
+    state = dict(meta.get("state") or {})
+    state.update(version=commit["version"], job=meta.get("job"))
+    return state
+
+
+def newest_state(spark, vault: str) -> Optional[Dict[str, Any]]:
+    found = metadata.newest_commit(spark, path(vault))
+    return None if found is None else state_of(found)
+
+
+@contextmanager
+def commit_metadata(spark, text: str) -> Iterator[None]:
+    """Session-wide commit metadata for operations that take no ``userMetadata`` option (MERGE, OPTIMIZE)."""
+    before = spark.conf.get(USER_METADATA_CONF, None)
+    spark.conf.set(USER_METADATA_CONF, text)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(USER_METADATA_CONF)
+        else:
+            spark.conf.set(USER_METADATA_CONF, before)
+
+
+def ensure_properties(spark, location: str, properties: Dict[str, str]) -> None:
+    """Set table properties that are missing or different (one commit, only when something changes)."""
+    from delta.tables import DeltaTable
+
+    current = DeltaTable.forPath(spark, location).detail().select("properties").first()[0] or {}
+    wanted = {k: v for k, v in properties.items() if current.get(k) != v}
+    if wanted:
+        settings = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(wanted.items()))
+        spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({settings})")
+
+
+def merge_changes(spark, vault: str, newest, user_metadata: str) -> Dict[str, int]:
+    """Fold change rows (one per key, the newest: see ``changelog.newest_per_key``) into ``items``.
+
+    A row applies only when it is newer in stream order than what the vault holds for its key (an export's
+    row, with no ``change_seq``, is older than any change), so a replayed or older record changes nothing;
+    a REMOVE deletes; an insert or update writes the new image. One Delta commit.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    newer = "(t.change_seq IS NULL OR s.change_seq > t.change_seq)"
+    values = {c: F.col("s." + c) for c in layout.ITEM_COLUMNS if c != layout.SOURCE}
+    values[layout.SOURCE] = F.lit(layout.SOURCE_STREAM)
+    with commit_metadata(spark, user_metadata):
+        (DeltaTable.forPath(spark, path(vault)).alias("t")
+         .merge(newest.alias("s"), "t.pk = s.pk AND t.sk <=> s.sk")
+         .whenMatchedDelete(condition=f"s.event_name = 'REMOVE' AND {newer}")
+         .whenMatchedUpdate(condition=newer, set=values)
+         .whenNotMatchedInsert(condition="s.event_name <> 'REMOVE'", values=values)
+         .execute())
+    last = DeltaTable.forPath(spark, path(vault)).history(1).first()
+    found = metadata.parse_commit(last.userMetadata) or {}
+    expected = (json.loads(user_metadata).get(metadata.COMMIT_KEY) or {}).get("run_id")
+    metrics = dict(last.operationMetrics or {})
+    out = {"version": int(last.version) if found.get("run_id") == expected else -1}
+    for name in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted"):
+        out[name] = int(metrics.get(name, 0))
+    return out
