@@ -172,7 +172,7 @@ def test_failed_load_resumes_and_skips_finished_partitions(spark, clients, sourc
     with pytest.raises(CapacityError, match=f"BatchWriteItem to table {replica} failed after 2 attempts"):
         restore(spark, vault, replica, writers_per_task=1, max_attempts=2)
     executor_faults.clear()
-    rid = restore_id(0, tables.describe(replica, REGION_B))
+    rid = restore_id("v0", tables.describe(replica, REGION_B))
     done = marker_names(vault, rid)
     assert 1 <= len(done) < 4, done  # 4 partitions: 2 x the 2 local slots
     assert table_texts(ddb_b, replica) != expected

@@ -284,13 +284,15 @@ def test_group_segments_cover_every_segment_once(total, per_task):
 
 def test_restore_id():
     target = {"TableArn": "arn:aws:dynamodb:us-west-2:1:table/t", "CreationDateTime": "2026-01-01T00:00:00+00:00"}
-    rid = restore_id(3, target)
+    rid = restore_id("v3", target)
     assert re.fullmatch(r"v3-[0-9a-f]{16}", rid)
-    assert restore_id(3, dict(target)) == rid
-    assert restore_id(4, target) != rid and restore_id(4, target).startswith("v4-")
+    assert restore_id("v3", dict(target)) == rid
+    assert restore_id("v4", target) != rid and restore_id("v4", target).startswith("v4-")
+    # A point in time is another restore than any version.
+    assert re.fullmatch(r"t1764216000-[0-9a-f]{16}", restore_id("t1764216000", target))
     # The same name created anew (another creation time) is another restore: it starts afresh.
-    assert restore_id(3, dict(target, CreationDateTime="2026-01-02T00:00:00+00:00")) != rid
-    assert restore_id(3, dict(target, TableArn="arn:aws:dynamodb:us-west-2:1:table/u")) != rid
+    assert restore_id("v3", dict(target, CreationDateTime="2026-01-02T00:00:00+00:00")) != rid
+    assert restore_id("v3", dict(target, TableArn="arn:aws:dynamodb:us-west-2:1:table/u")) != rid
 
 
 def test_partitions_for():
