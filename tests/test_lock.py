@@ -81,7 +81,8 @@ def test_a_renewed_lease_outlives_its_ttl_and_a_lost_one_stops_commits(vault):
     sneaky = lock.WriterLock(vault, "merge_increments", "me", ttl_s=0.6)
     sneaky.acquire()
     uri = layout.join(vault, layout.META_DIR, lock.LOCK_NAME)
-    store.write_text(uri, json.dumps({"job": "x", "run_id": "thief", "token": "t", "expires_at": "2999-01-01T00:00:00+00:00"}))
+    store.write_text(uri, json.dumps({"job": "x", "run_id": "thief", "token": "t",
+                                      "expires_at": "2999-01-01T00:00:00+00:00"}))
     time.sleep(0.5)
     with pytest.raises(VaultBusyError, match="was lost"):
         sneaky.check()

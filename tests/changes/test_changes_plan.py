@@ -55,7 +55,7 @@ def test_later_merges_continue_after_the_checkpoint_and_skip_finished_shards():
     # Once the root ages out of the stream its finished entry goes; its children keep their generations.
     later = shards.next_checkpoint(TREE[1:], after, [], {})
     assert sorted(later) == ["left", "left2", "right"]
-    assert [t.generation for t in shards.plan(TREE[1:] + [shard("right2", "right", "400")], later)] == [2, 1, 2]
+    assert [t.generation for t in shards.plan([*TREE[1:], shard("right2", "right", "400")], later)] == [2, 1, 2]
 
 
 def test_a_checkpointed_shard_that_vanished_unfinished_is_a_gap():
@@ -79,7 +79,7 @@ def test_stream_order_puts_children_after_parents_whatever_their_numbers():
         records.stream_order(0, "12a")
 
 
-def record(seq, event="MODIFY", pk="a", when=T0, image=True, ttl=False):
+def record(seq, event="MODIFY", pk="a", when=T0, *, image=True, ttl=False):
     body: Dict[str, Any] = {"Keys": {"pk": {"S": pk}}, "SequenceNumber": str(seq), "ApproximateCreationDateTime": when,
                             "StreamViewType": "NEW_AND_OLD_IMAGES"}
     if image and event != "REMOVE":
