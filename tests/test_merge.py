@@ -2,7 +2,11 @@
 exactly once, and answers for any second it holds."""
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -12,13 +16,16 @@ import pytest
 from jobs_helpers import create_table, every_type, name, put_items, scan_all, texts
 
 from ddbvault import codec
-from ddbvault.errors import StreamGapError, VaultBusyError, VaultError
+from ddbvault.errors import StreamGapError, VaultBusyError, VaultError, VerifyMismatch
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.merge import MergeOptions, merge_increments
+from ddbvault.restore import RestoreOptions, restore_table
 from ddbvault.runner import Run
-from ddbvault.vault import changelog, items, layout, lock, pointintime
+from ddbvault.vault import changelog, items, layout, lock, maintenance, pointintime
 from ddbvault.verify import VerifyOptions, verify_replica
-from servers import REGION_A
+from servers import REGION_A, REGION_B
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STREAM = "NEW_AND_OLD_IMAGES"
 
@@ -89,6 +96,7 @@ def write_changes(client, table):
     client.put_item(TableName=table, Item=dict(key("p2", 5), back={"BOOL": True}, b={"B": b""}))
 
 
+@pytest.mark.smoke
 def test_merge_follows_every_kind_of_change_exactly(spark, ddb, tmp_path):
     client, made = ddb
     table = make_table(client, made, "mrg-all")
@@ -160,6 +168,7 @@ def test_a_killed_merge_rerun_gives_the_exact_vault(spark, ddb, tmp_path, monkey
     assert rerun["records_new"] == (17 if where == "before the log commit" else 0)
 
 
+@pytest.mark.smoke
 def test_as_of_time_answers_three_instants_exactly(spark, ddb, tmp_path):
     client, made = ddb
     table = make_table(client, made, "mrg-pitr")
@@ -251,3 +260,71 @@ def test_delta_rs_reads_items_and_changes(spark, ddb, tmp_path):
     assert sorted(log.column("event_id").to_pylist()) == sorted(
         r.event_id for r in changelog.read(spark, vault).select("event_id").collect())
     assert codec.decode_item(found.column("item").to_pylist()[0])
+
+
+def test_restore_and_verify_as_of_a_moment_before_a_bad_deploy_also_after_compaction(spark, ddb, tmp_path):
+    client, made = ddb
+    table = make_table(client, made, "mrg-undo")
+    vault = str(tmp_path / "vault")
+    export(spark, table, vault)
+    _next_second()
+    client.put_item(TableName=table, Item=dict(key("good", 1), s={"S": "before the deploy"}))
+    good_moment, good = datetime.now(timezone.utc), texts(scan_all(client, table))
+    _next_second()
+    for i in range(6):  # the bad deploy: overwrites and deletes
+        client.put_item(TableName=table, Item=dict(key(f"p{i % 3}", i), s={"S": "corrupted"}))
+    client.delete_item(TableName=table, Key=key("good", 1))
+    merge(spark, table, vault)
+
+    replica = name("mrg-undo-rep")
+    ddb_b = boto3.client("dynamodb", region_name=REGION_B)
+    summary = restore_table(RestoreOptions(vault=vault, table=replica, region=REGION_B, as_of_time=good_moment),
+                            Run(job="restore_table"), spark)
+    try:
+        assert texts(scan_all(ddb_b, replica)) == good
+        assert summary["as_of_time"] == good_moment.isoformat() and summary["items"] == len(good)
+        checked = verify_replica(VerifyOptions(vault=vault, table=replica, region=REGION_B, as_of_time=good_moment,
+                                               segments=2), Run(job="verify_replica"), spark)
+        assert (checked["same"], checked["missing"], checked["extra"], checked["different"]) == (len(good), 0, 0, 0)
+        with pytest.raises(VerifyMismatch):  # the newest vault state is not what the replica holds
+            verify_replica(VerifyOptions(vault=vault, table=replica, region=REGION_B, segments=2),
+                           Run(job="verify_replica"), spark)
+    finally:
+        ddb_b.delete_table(TableName=replica)
+
+    # Compaction, deletion-vector purge and vacuum keep both the newest state and the moment.
+    files = maintenance.maintain(spark, vault, retention_days=7, compact_files=0)
+    assert files["compacted"] is True and files["items_files"] == 1
+    assert_same(vault_item_texts(spark, vault), texts(scan_all(client, table)))
+    view = pointintime.view(spark, vault, as_of_time=good_moment)
+    assert sorted(r[layout.ITEM] for r in view.frame.select(layout.ITEM).collect()) == good
+
+
+def test_merge_job_follows_and_stops_cleanly_on_sigterm(spark, ddb, tmp_path):
+    client, made = ddb
+    table = make_table(client, made, "mrg-follow", n=4)
+    vault = str(tmp_path / "vault")
+    export(spark, table, vault)
+    env = dict(os.environ, DDBVAULT_SPARK_MASTER="local[1]", PYTHONUNBUFFERED="1")
+    job = subprocess.Popen([sys.executable, os.path.join(REPO, "jobs", "merge_increments.py"), "--table", table,
+                            "--vault", vault, "--region", REGION_A, "--follow", "1"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not changelog.exists(spark, vault):
+            time.sleep(1)
+        deadline = time.time() + 60
+        client.put_item(TableName=table, Item=dict(key("followed", 1), s={"S": "merged by the running job"}))
+        want = texts(scan_all(client, table))
+        while time.time() < deadline and vault_item_texts(spark, vault) != want:
+            time.sleep(1)
+        job.send_signal(signal.SIGTERM)
+        out, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "ok" and summary["merges"] >= 2 and summary["batch"] == summary["merges"]
+    assert vault_item_texts(spark, vault) == want, err[-3000:]
+    assert not os.path.exists(os.path.join(vault, layout.META_DIR, lock.LOCK_NAME))

@@ -150,14 +150,14 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
 
     started = time.time()
     cut = whole_second(until or datetime.now(timezone.utc))
-    state = items.newest_state(spark, opts.vault) if items.exists(spark, opts.vault) else None
+    state = items.newest_state(spark, opts.vault) if items.exists(spark, opts.vault, opts.vault_region) else None
     if state is None or not state.get("export"):
         raise VaultError(f"{opts.vault} holds no export of {opts.table} yet: run export_table first")
     export = state["export"]
     _, meta = metadata.table_meta_at(spark, opts.vault, export["version"])
     stream = _check_stream(opts, export)
     arn = stream["StreamArn"]
-    previous = changelog.newest_checkpoint(spark, opts.vault)
+    previous = changelog.newest_checkpoint(spark, opts.vault, opts.vault_region)
     last_batch = int(previous["batch"]) if previous else 0
     scan_started = datetime.fromisoformat(export["scan_started"])
     now = datetime.now(timezone.utc)
@@ -203,7 +203,7 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
                                        cut=cut)
         next_shards = shards.next_checkpoint(stream.get("Shards", []), checkpoint, tasks, positions)
         batch = last_batch + 1
-        new_rows = _not_logged(spark, opts.vault, rows).cache()
+        new_rows = _not_logged(spark, opts.vault, rows, opts.vault_region).cache()
         counts = {r["event_name"]: r["count"] for r in new_rows.groupBy("event_name").count().collect()}
         read_count = sum(p["records"] for p in positions.values())
         new_checkpoint = {"stream_arn": arn, "shards": next_shards, "batch": batch, "cut": cut.isoformat(),
@@ -211,8 +211,9 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
                           "new_records": sum(counts.values()),
                           "covered": [*covered[:-1], [covered[-1][0], cut.isoformat()]]}
         writer.check()
-        changelog.append(changelog.with_batch(new_rows, batch), opts.vault,
-                         _commit(JOB, run.run_id, batch=batch, checkpoint=new_checkpoint))
+        changelog.append(spark, changelog.with_batch(new_rows, batch), opts.vault,
+                         _commit(JOB, run.run_id, batch=batch, checkpoint=new_checkpoint),
+                         empty=not sum(counts.values()))
         new_rows.unpersist()
     finally:
         store.delete_tree(staging, opts.vault_region)
@@ -234,11 +235,11 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
     }
 
 
-def _not_logged(spark, vault: str, rows):
+def _not_logged(spark, vault: str, rows, region: Optional[str] = None):
     """``rows`` less those the change log already holds (same event id): a rerun logs nothing twice."""
     from pyspark.sql import functions as F
 
-    if not changelog.exists(spark, vault):
+    if not changelog.exists(spark, vault, region):
         return rows
     first = rows.agg(F.min("change_time")).first()[0]
     if first is None:

@@ -157,7 +157,7 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     metadata.read_stamp(opts.vault, opts.vault_region)
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
     spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
-    view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time)
+    view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time, opts.vault_region)
     version, meta = view.version, view.meta
     hash_key, range_key = tables.key_names(meta)
     notes: List[str] = []

@@ -118,7 +118,7 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
         raise TableError(f"table {opts.table} does not exist in region {opts.region}: check --table and --region, "
                          f"or run restore_table first")
     spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
-    view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time)
+    view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time, opts.vault_region)
     version, meta, vault_items = view.version, view.meta, view.frame
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version,
                         "as_of_time": view.as_of_time})

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, Optional
 
-from ddbvault.vault import layout, metadata
+from ddbvault.vault import layout, metadata, store
 
 TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
@@ -30,10 +30,8 @@ def path(vault: str) -> str:
     return layout.join(vault, layout.ITEMS_DIR)
 
 
-def exists(spark, vault: str) -> bool:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.isDeltaTable(spark, path(vault))
+def exists(spark, vault: str, region: Optional[str] = None) -> bool:
+    return store.delta_table_exists(path(vault), region)
 
 
 def read(spark, vault: str, version: Optional[int] = None):

@@ -67,20 +67,21 @@ def apply_changes(base, newest):
     return joined.where(~(takes & (F.col("n_event_name") == "REMOVE"))).select(*out)
 
 
-def view(spark, vault: str, version: Optional[int] = None, as_of_time: Optional[datetime] = None) -> VaultView:
+def view(spark, vault: str, version: Optional[int] = None, as_of_time: Optional[datetime] = None,
+         region: Optional[str] = None) -> VaultView:
     """The vault's items at ``version``, at ``as_of_time``, or as they are (neither)."""
     from pyspark.sql import functions as F
 
     if version is not None and as_of_time is not None:
         raise UsageError("--as-of-version and --as-of-time exclude each other: pick one")
-    if not items.exists(spark, vault):
+    if not items.exists(spark, vault, region):
         raise VaultError(f"{vault} holds no items table yet: run export_table first")
     if as_of_time is None:
         found, meta = metadata.table_meta_at(spark, vault, version)
         return VaultView(items.read(spark, vault, found), meta, found, f"v{found}")
     moment = as_of_time.astimezone(timezone.utc)
     end = moment.replace(microsecond=0) + ONE_SECOND
-    spans = answerable(changelog.newest_checkpoint(spark, vault))
+    spans = answerable(changelog.newest_checkpoint(spark, vault, region))
     if not any(_t(a) <= end <= _t(b) for a, b in spans):
         raise VaultError(f"--as-of-time {moment.isoformat()} is outside what {vault} can answer; it can answer "
                          f"(UTC) {describe_spans(spans)}")

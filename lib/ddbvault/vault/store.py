@@ -124,3 +124,14 @@ def delete_tree(uri: str, region: Optional[str] = None) -> None:
         shutil.rmtree(local_path(uri), ignore_errors=True)
     except (ClientError, BotoCoreError, OSError) as exc:
         raise _fail("delete", uri, exc) from exc
+
+
+def delta_table_exists(uri: str, region: Optional[str] = None) -> bool:
+    """Whether a Delta table has a commit at ``uri``, asked of the store itself: Spark's Delta caches what it saw of
+    a path, so a table another process created a moment ago can look absent through it for minutes."""
+    return any(n.endswith(".json") or n.endswith(".checkpoint.parquet")
+               for n in list_names(join_uri(uri, "_delta_log"), region))
+
+
+def join_uri(uri: str, name: str) -> str:
+    return uri.rstrip("/") + "/" + name
