@@ -1,8 +1,10 @@
 """`make demo`: the whole disaster-recovery cycle on one machine, with moto server standing in for AWS.
 
 Region A (us-east-1) holds a live `orders` table; its vault is a Delta table in a bucket in region B
-(us-west-2). The demo exports the table, takes region A away, rebuilds the table in region B from the vault
-alone, and proves the replica equals the vault. Each step runs the real job as an operator would.
+(us-west-2). The demo exports the table, keeps taking orders (merged into the vault from the table's stream), ships
+a bad deploy that corrupts orders, takes region A away, rebuilds the table in region B from the vault alone as it
+was the second before the bad deploy, and proves the replica equals the vault at that moment. Each step runs the
+real job as an operator would.
 """
 from __future__ import annotations
 
@@ -95,6 +97,55 @@ def create_source(env_endpoint: str) -> None:
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION_B})
 
 
+def business_as_usual(rng: random.Random) -> str:
+    """Orders keep coming after the export: new ones, status changes, cancellations. Returns a description."""
+    ddb = boto3.client("dynamodb", region_name=REGION_A)
+    for i in range(ITEMS, ITEMS + 150):
+        ddb.put_item(TableName=TABLE, Item=make_item(rng, i))
+    for i in range(0, 300, 3):
+        ddb.update_item(TableName=TABLE, Key={"customer": {"S": f"customer-{i % 400:04d}"},
+                                              "order_id": {"N": str(100000 + i)}},
+                        UpdateExpression="SET #s = :s, lines[0].price = :p",
+                        ExpressionAttributeNames={"#s": "status"},
+                        ExpressionAttributeValues={":s": {"S": "SHIPPED"}, ":p": {"N": "19.99"}})
+    for i in range(1, 300, 7):
+        ddb.delete_item(TableName=TABLE, Key={"customer": {"S": f"customer-{i % 400:04d}"},
+                                              "order_id": {"N": str(100000 + i)}})
+    return "150 new orders, 100 shipped (status and a nested price changed), 43 cancelled (deleted)"
+
+
+def bad_deploy() -> str:
+    """A release that zeroes the totals of 500 orders and deletes 100 more."""
+    ddb = boto3.client("dynamodb", region_name=REGION_A)
+    for i in range(1000, 1500):
+        ddb.update_item(TableName=TABLE, Key={"customer": {"S": f"customer-{i % 400:04d}"},
+                                              "order_id": {"N": str(100000 + i)}},
+                        UpdateExpression="SET #t = :z", ExpressionAttributeNames={"#t": "total"},
+                        ExpressionAttributeValues={":z": {"N": "0"}})
+    for i in range(2000, 2100):
+        ddb.delete_item(TableName=TABLE, Key={"customer": {"S": f"customer-{i % 400:04d}"},
+                                              "order_id": {"N": str(100000 + i)}})
+    return "500 order totals set to 0, 100 orders deleted"
+
+
+def table_texts(region: str) -> list:
+    """Every item of the table as the vault's canonical text (the demo's own check, beside verify_replica)."""
+    from ddbvault import codec
+
+    ddb = boto3.client("dynamodb", region_name=region)
+    found, kwargs = [], {"TableName": TABLE}
+    while True:
+        page = ddb.scan(**kwargs)
+        found.extend(codec.encode_item(item) for item in page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return sorted(found)
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def next_second() -> None:
+    time.sleep(1.2 - (time.time() % 1.0))
+
+
 def run_job(title: str, args: list) -> dict:
     print(f"\n== {title}\n$ python jobs/{' '.join(args)}", flush=True)
     started = time.time()
@@ -127,16 +178,29 @@ def main() -> int:
                          ["export_table.py", "--table", TABLE, "--region", REGION_A, "--vault", vault,
                           "--max-read-units", "500", "--segments", SEGMENTS, *region_flags])
 
+        print(f"\n== business as usual in {REGION_A}: {business_as_usual(random.Random(7))}")
+        next_second()
+        good_moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        good_state = table_texts(REGION_A)
+        next_second()
+        print(f"== {good_moment}: the last good second; then a bad deploy: {bad_deploy()}")
+        next_second()
+        merge = run_job("merge the table's stream into the vault (what --follow 60 would do every minute)",
+                        ["merge_increments.py", "--table", TABLE, "--region", REGION_A, "--vault", vault,
+                         *region_flags])
+
         boto3.client("dynamodb", region_name=REGION_A).delete_table(TableName=TABLE)
         os.environ.update(aws_environment(endpoint, REGION_B))
         print(f"\n== outage: region {REGION_A} is gone (its table deleted); from here on only {REGION_B} is used")
 
-        restore = run_job(f"restore {TABLE} into {REGION_B} from the vault alone",
+        restore = run_job(f"restore {TABLE} into {REGION_B} from the vault alone, as it was at {good_moment}",
                           ["restore_table.py", "--vault", vault, "--table", TABLE, "--region", REGION_B,
-                           "--max-write-units", "2000", *region_flags])
-        verify = run_job(f"verify the replica in {REGION_B} against the vault",
+                           "--as-of-time", good_moment, "--max-write-units", "2000", *region_flags])
+        verify = run_job(f"verify the replica in {REGION_B} against the vault at {good_moment}",
                          ["verify_replica.py", "--vault", vault, "--table", TABLE, "--region", REGION_B,
-                          *region_flags])
+                          "--as-of-time", good_moment, *region_flags])
+        if table_texts(REGION_B) != good_state:
+            raise SystemExit(f"demo: the replica differs from what the table held at {good_moment}")
 
         ddb_b = boto3.client("dynamodb", region_name=REGION_B)
         replica = ddb_b.describe_table(TableName=TABLE)["Table"]
@@ -146,7 +210,11 @@ def main() -> int:
         print(f"export : {export['items']} items in {export['scan_write_s']}s of scanning and writing "
               f"({export['wall_s']}s with Spark start), {export['consumed_rcu']} RCU consumed, "
               f"vault version {export['vault_version']}")
-        print(f"restore: {restore['items']} items in {restore['load_s']}s of loading ({restore['wall_s']}s in all), "
+        print(f"merge  : {merge['records_new']} stream records ({merge['inserts']} inserts, {merge['modifies']} "
+              f"modifies, {merge['removes']} removes) in {merge['merge_s']}s ({merge['wall_s']}s with Spark start); "
+              f"recoverable until {merge['recoverable_until']}")
+        print(f"restore: {restore['items']} items as of {restore['as_of_time']} in {restore['load_s']}s of loading "
+              f"({restore['wall_s']}s in all), "
               f"{restore['consumed_wcu']} WCU consumed; {'; '.join(restore['notes'])}")
         print(f"replica: {replica['TableStatus']}, {replica['BillingModeSummary']['BillingMode']}, "
               f"GSIs {[g['IndexName'] for g in replica.get('GlobalSecondaryIndexes', [])]}, "
@@ -154,8 +222,9 @@ def main() -> int:
               f"stream {replica.get('StreamSpecification', {}).get('StreamViewType')}, "
               f"TTL on {ttl.get('AttributeName')}, tags {sorted(t['Key'] for t in tags)}")
         print(f"verify : {verify['same']} same, {verify['missing']} missing, {verify['extra']} extra, "
-              f"{verify['different']} different ({verify['wall_s']}s)")
-        print(json.dumps({k: verify[k] for k in ("job", "status", "vault_version", "vault_items", "replica_items",
+              f"{verify['different']} different ({verify['wall_s']}s); the replica also equals the table's own scan "
+              f"at {good_moment} ({len(good_state)} items), before the bad deploy")
+        print(json.dumps({k: verify[k] for k in ("job", "status", "as_of_time", "vault_items", "replica_items",
                                                  "same", "missing", "extra", "different")}, sort_keys=True))
     return 0
 

@@ -167,8 +167,8 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
     if previous and state.get("job") == JOB and items_batch < last_batch and previous.get("new_records", 1):
         log.info("applying batches %d..%d from the change log first (the run that logged them stopped before "
                  "its items commit)", items_batch + 1, last_batch)
-        _apply(spark, opts, run, writer, export=export, checkpoint=previous, after=items_batch, batch=last_batch,
-               replay=False, cut=datetime.fromisoformat(previous["cut"]))
+        apply_batches(spark, opts.vault, run.run_id, export=export, checkpoint=previous, after=items_batch,
+                      batch=last_batch, replay=False, cut=datetime.fromisoformat(previous["cut"]), check=writer.check)
         state = items.newest_state(spark, opts.vault)
         items_batch = last_batch
 
@@ -219,8 +219,8 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
         store.delete_tree(staging, opts.vault_region)
     replay = not state.get("replayed")
     if sum(counts.values()) or replay:
-        applied = _apply(spark, opts, run, writer, export=export, checkpoint=new_checkpoint, after=items_batch,
-                         batch=batch, replay=replay, cut=cut)
+        applied = apply_batches(spark, opts.vault, run.run_id, export=export, checkpoint=new_checkpoint,
+                                after=items_batch, batch=batch, replay=replay, cut=cut, check=writer.check)
     else:  # nothing new: items stays as it is (no commit)
         applied = {"vault_version": state["version"], "items_inserted": 0, "items_updated": 0, "items_deleted": 0}
     open_shards = [t.shard_id for t in tasks if not positions[t.shard_id]["done"]]
@@ -250,13 +250,13 @@ def _not_logged(spark, vault: str, rows, region: Optional[str] = None):
     return rows.join(logged, on="event_id", how="left_anti").select(*records.CHANGE_COLUMNS)
 
 
-def _apply(spark, opts: MergeOptions, run, writer: lock.WriterLock, *, export: Dict[str, Any],
-           checkpoint: Dict[str, Any], after: int, batch: int, replay: bool, cut: datetime) -> Dict[str, Any]:
+def apply_batches(spark, vault: str, run_id: str, *, export: Dict[str, Any], checkpoint: Dict[str, Any],
+                  after: int, batch: int, replay: bool, cut: datetime, check: Any = None) -> Dict[str, Any]:
     """Fold the change log's batches ``after + 1 .. batch`` (after an export: every change logged since its scan
-    start) into items."""
+    start) into items, in one MERGE commit that records the vault's new state; ``check`` runs just before it."""
     from pyspark.sql import functions as F
 
-    logged = changelog.read(spark, opts.vault)
+    logged = changelog.read(spark, vault)
     if replay:
         since = datetime.fromisoformat(export["scan_started"]) - REPLAY_SLACK
         source = logged.where((F.col(changelog.BATCH) >= int(checkpoint.get("stream_first_batch", 1)))
@@ -267,10 +267,11 @@ def _apply(spark, opts: MergeOptions, run, writer: lock.WriterLock, *, export: D
         source = logged.where((F.col(changelog.BATCH) > after) & (F.col(changelog.BATCH) <= batch))
     newest = changelog.newest_per_key(source).select(
         layout.PK, layout.SK, "event_name", layout.ITEM, layout.ITEM_SIZE, layout.CHANGE_TIME, layout.CHANGE_SEQ,
-        F.lit(run.run_id).alias(layout.RUN_ID), F.lit(layout.SOURCE_STREAM).alias(layout.SOURCE))
+        F.lit(run_id).alias(layout.RUN_ID), F.lit(layout.SOURCE_STREAM).alias(layout.SOURCE))
     state = {"export": export, "batch": batch, "replayed": True, "upper": cut.isoformat()}
-    writer.check()
-    metrics = items.merge_changes(spark, opts.vault, newest, _commit(JOB, run.run_id, batch=batch, state=state))
+    if check is not None:
+        check()
+    metrics = items.merge_changes(spark, vault, newest, _commit(JOB, run_id, batch=batch, state=state))
     return {"vault_version": metrics["version"], "items_inserted": metrics["numTargetRowsInserted"],
             "items_updated": metrics["numTargetRowsUpdated"], "items_deleted": metrics["numTargetRowsDeleted"]}
 

@@ -12,7 +12,6 @@ engine, ``deltalake.QueryBuilder``) read such tables; the maintenance step purge
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, Optional
@@ -111,18 +110,18 @@ def merge_changes(spark, vault: str, newest, user_metadata: str) -> Dict[str, in
     newer = "(t.change_seq IS NULL OR s.change_seq > t.change_seq)"
     values = {c: F.col("s." + c) for c in layout.ITEM_COLUMNS if c != layout.SOURCE}
     values[layout.SOURCE] = F.lit(layout.SOURCE_STREAM)
+    table = DeltaTable.forPath(spark, path(vault))
+    before = table.history(1).select("version").first()[0]
     with commit_metadata(spark, user_metadata):
-        (DeltaTable.forPath(spark, path(vault)).alias("t")
+        (table.alias("t")
          .merge(newest.alias("s"), "t.pk = s.pk AND t.sk <=> s.sk")
          .whenMatchedDelete(condition=f"s.event_name = 'REMOVE' AND {newer}")
          .whenMatchedUpdate(condition=newer, set=values)
          .whenNotMatchedInsert(condition="s.event_name <> 'REMOVE'", values=values)
          .execute())
     last = DeltaTable.forPath(spark, path(vault)).history(1).first()
-    found = metadata.parse_commit(last.userMetadata) or {}
-    expected = (json.loads(user_metadata).get(metadata.COMMIT_KEY) or {}).get("run_id")
+    counted = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
+    if last.version == before:  # Delta commits nothing when no row changes (every change was already held)
+        return dict({"version": int(before)}, **{name: 0 for name in counted})
     metrics = dict(last.operationMetrics or {})
-    out = {"version": int(last.version) if found.get("run_id") == expected else -1}
-    for name in ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted"):
-        out[name] = int(metrics.get(name, 0))
-    return out
+    return dict({"version": int(last.version)}, **{name: int(metrics.get(name, 0)) for name in counted})
