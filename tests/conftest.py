@@ -115,6 +115,16 @@ def vault_bucket(aws_endpoint):
 
 
 @pytest.fixture
+def ddb(aws_endpoint):
+    """(client in region A, list of table names): the tables a test adds to the list are deleted after it."""
+    client = boto3.client("dynamodb", region_name=REGION_A)
+    made = []
+    yield client, made
+    for table in made:
+        client.delete_table(TableName=table)
+
+
+@pytest.fixture
 def ddb_a(aws_endpoint):
     return boto3.client("dynamodb", region_name=REGION_A)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 
-import boto3
 import pytest
 from jobs_helpers import (
     EDGE_NUMBERS,
@@ -28,15 +27,6 @@ from ddbvault.export import ExportOptions, export_table
 from ddbvault.runner import Run
 from ddbvault.vault import layout, metadata
 from servers import REGION_A
-
-
-@pytest.fixture
-def ddb(aws_endpoint):
-    client = boto3.client("dynamodb", region_name=REGION_A)
-    made = []
-    yield client, made
-    for table in made:
-        client.delete_table(TableName=table)
 
 
 def export(spark, table, vault, **kwargs):

@@ -83,7 +83,9 @@ def test_a_renewed_lease_outlives_its_ttl_and_a_lost_one_stops_commits(vault):
     uri = layout.join(vault, layout.META_DIR, lock.LOCK_NAME)
     store.write_text(uri, json.dumps({"job": "x", "run_id": "thief", "token": "t",
                                       "expires_at": "2999-01-01T00:00:00+00:00"}))
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while sneaky.lost is None and time.monotonic() < deadline:  # the next renewal (every 0.2 s) finds it out
+        time.sleep(0.05)
     with pytest.raises(VaultBusyError, match="was lost"):
         sneaky.check()
     sneaky.release()

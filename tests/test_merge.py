@@ -30,21 +30,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STREAM = "NEW_AND_OLD_IMAGES"
 
 
-@pytest.fixture
-def ddb(aws_endpoint):
-    client = boto3.client("dynamodb", region_name=REGION_A)
-    made = []
-    yield client, made
-    for table in made:
-        client.delete_table(TableName=table)
-
-
 def make_table(client, made, prefix, stream=STREAM, n=12):
     table = name(prefix)
     create_table(client, table, [("pk", "S"), ("sk", "N")], stream=stream)
     made.append(table)
     put_items(client, table, [dict(every_type(i), pk={"S": f"p{i % 3}"}, sk={"N": str(i)}) for i in range(n)])
     return table
+
+
+def exported(spark, ddb, tmp_path, prefix, **kwargs):
+    """(client, table, vault): a new table with a stream, exported into a new local vault."""
+    client, made = ddb
+    table = make_table(client, made, prefix, **kwargs)
+    vault = str(tmp_path / "vault")
+    export(spark, table, vault)
+    return client, table, vault
 
 
 def export(spark, table, vault):
@@ -98,10 +98,7 @@ def write_changes(client, table):
 
 @pytest.mark.smoke
 def test_merge_follows_every_kind_of_change_exactly(spark, ddb, tmp_path):
-    client, made = ddb
-    table = make_table(client, made, "mrg-all")
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    client, table, vault = exported(spark, ddb, tmp_path, "mrg-all")
     write_changes(client, table)
 
     first = merge(spark, table, vault)
@@ -142,10 +139,7 @@ def _fail(*_args, **_kwargs):
 
 @pytest.mark.parametrize("where", ["before the log commit", "between the log and the items commits"])
 def test_a_killed_merge_rerun_gives_the_exact_vault(spark, ddb, tmp_path, monkeypatch, where):
-    client, made = ddb
-    table = make_table(client, made, "mrg-kill")
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    client, table, vault = exported(spark, ddb, tmp_path, "mrg-kill")
     merge(spark, table, vault)
     write_changes(client, table)
     before_items = vault_item_texts(spark, vault)
@@ -170,10 +164,7 @@ def test_a_killed_merge_rerun_gives_the_exact_vault(spark, ddb, tmp_path, monkey
 
 @pytest.mark.smoke
 def test_as_of_time_answers_three_instants_exactly(spark, ddb, tmp_path):
-    client, made = ddb
-    table = make_table(client, made, "mrg-pitr")
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    client, table, vault = exported(spark, ddb, tmp_path, "mrg-pitr")
     _next_second()
     snapshots = []
     for step in range(3):
@@ -199,10 +190,7 @@ def test_as_of_time_answers_three_instants_exactly(spark, ddb, tmp_path):
 
 
 def test_a_re_enabled_stream_is_refused_and_items_untouched(spark, ddb, tmp_path):
-    client, made = ddb
-    table = make_table(client, made, "mrg-gap")
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    client, table, vault = exported(spark, ddb, tmp_path, "mrg-gap")
     # The table is deleted and created again under its name: its stream is a new one, and whatever was written
     # between the two is in neither. (moto 5.2.5 cannot re-enable a disabled stream, nor write to a table whose
     # stream is disabled, so re-creating the table is how the test gets a new stream ARN.)
@@ -223,19 +211,13 @@ def test_a_re_enabled_stream_is_refused_and_items_untouched(spark, ddb, tmp_path
 
 
 def test_a_stream_without_new_images_is_refused(spark, ddb, tmp_path):
-    client, made = ddb
-    table = make_table(client, made, "mrg-keys", stream="KEYS_ONLY", n=3)
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    _, table, vault = exported(spark, ddb, tmp_path, "mrg-keys", stream="KEYS_ONLY", n=3)
     with pytest.raises(StreamGapError, match=r"view type KEYS_ONLY, which carries no new item images"):
         merge(spark, table, vault)
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_vault(spark, ddb, tmp_path):
-    client, made = ddb
-    table = make_table(client, made, "mrg-lock", n=3)
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    client, table, vault = exported(spark, ddb, tmp_path, "mrg-lock", n=3)
     client.put_item(TableName=table, Item=dict(key("x", 1)))
     with lock.WriterLock(vault, "export_table", "other-run"):
         with pytest.raises(VaultBusyError, match="is being written by export_table run other-run"):
@@ -246,10 +228,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_vault(spark, ddb, 
 
 
 def test_delta_rs_reads_items_and_changes(spark, ddb, tmp_path):
-    client, made = ddb
-    table = make_table(client, made, "mrg-rs", n=6)
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    client, table, vault = exported(spark, ddb, tmp_path, "mrg-rs", n=6)
     write_changes(client, table)
     merge(spark, table, vault)
 
@@ -263,10 +242,7 @@ def test_delta_rs_reads_items_and_changes(spark, ddb, tmp_path):
 
 
 def test_restore_and_verify_as_of_a_moment_before_a_bad_deploy_also_after_compaction(spark, ddb, tmp_path):
-    client, made = ddb
-    table = make_table(client, made, "mrg-undo")
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    client, table, vault = exported(spark, ddb, tmp_path, "mrg-undo")
     _next_second()
     client.put_item(TableName=table, Item=dict(key("good", 1), s={"S": "before the deploy"}))
     good_moment, good = datetime.now(timezone.utc), texts(scan_all(client, table))
@@ -301,10 +277,7 @@ def test_restore_and_verify_as_of_a_moment_before_a_bad_deploy_also_after_compac
 
 
 def test_merge_job_follows_and_stops_cleanly_on_sigterm(spark, ddb, tmp_path):
-    client, made = ddb
-    table = make_table(client, made, "mrg-follow", n=4)
-    vault = str(tmp_path / "vault")
-    export(spark, table, vault)
+    client, table, vault = exported(spark, ddb, tmp_path, "mrg-follow", n=4)
     env = dict(os.environ, DDBVAULT_SPARK_MASTER="local[1]", PYTHONUNBUFFERED="1")
     job = subprocess.Popen([sys.executable, os.path.join(REPO, "jobs", "merge_increments.py"), "--table", table,
                             "--vault", vault, "--region", REGION_A, "--follow", "1"], env=env,
