@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from ddbvault import aws
+from ddbvault import aws, cli
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.runner import main_exit, run_job
 
@@ -20,24 +20,26 @@ JOB = "export_table"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=JOB, description=__doc__.splitlines()[0])
+    parser = cli.parser(JOB, __doc__.splitlines()[0])
     parser.add_argument("--table", required=True, help="the DynamoDB table to export")
-    parser.add_argument("--vault", required=True, help="vault URI: s3://bucket/prefix or a local path")
+    cli.add_vault(parser)
     parser.add_argument("--region", help="the table's region (default: AWS_REGION)")
-    parser.add_argument("--vault-region", help="the vault bucket's region (default: AWS_REGION)")
-    parser.add_argument("--segments", type=int, help="Scan TotalSegments (default: ~128 MB each, 2 tasks per slot)")
+    parser.add_argument("--segments", type=cli.number(int, low=1, high=1_000_000, what="a whole number"),
+                        help="Scan TotalSegments (default: ~128 MB each, 2 tasks per slot)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--max-read-units", type=float, help="read budget for the whole job, RCU per second")
-    budget.add_argument("--read-percent", type=float,
+    budget.add_argument("--max-read-units", type=cli.positive, help="read budget for the whole job, RCU per second")
+    budget.add_argument("--read-percent", type=cli.percent,
                         help="read budget as a percent of the table's provisioned (or on-demand maximum) RCU; "
                              "default 50")
     parser.add_argument("--consistent-read", action="store_true", help="strongly consistent scan (2x the RCU)")
     parser.add_argument("--require-stream", action="store_true",
                         help="refuse to export a table without a NEW_IMAGE or NEW_AND_OLD_IMAGES stream")
-    parser.add_argument("--readers-per-task", type=int, default=4, help="concurrent segment readers in a task")
-    parser.add_argument("--max-retries", type=int, default=12, help="attempts per DynamoDB call before failing")
-    parser.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait this long for another export or merge of the vault to finish (default: fail)")
+    parser.add_argument("--readers-per-task", type=cli.positive_int, default=4,
+                        help="concurrent segment readers in a task")
+    cli.add_retries(parser)
+    cli.add_lock_wait(parser)
+    parser.add_argument("--table-recreated", action="store_true",
+                        help="the table was deleted and created again under its name: let this vault follow it")
     return parser.parse_args(argv)
 
 
@@ -48,7 +50,7 @@ def body(args: argparse.Namespace, run) -> None:
         segments=args.segments, max_read_units=args.max_read_units, read_percent=args.read_percent,
         consistent_read=args.consistent_read, require_stream=args.require_stream,
         readers_per_task=args.readers_per_task, max_attempts=args.max_retries,
-        lock_wait_s=args.lock_wait), run)
+        lock_wait_s=args.lock_wait, table_recreated=args.table_recreated), run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

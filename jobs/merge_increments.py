@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from ddbvault import aws, timeutil
+from ddbvault import aws, cli, timeutil
 from ddbvault.merge import MergeOptions, merge_increments
 from ddbvault.runner import main_exit, run_job
 from ddbvault.vault import maintenance
@@ -21,20 +21,20 @@ JOB = "merge_increments"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=JOB, description=__doc__.splitlines()[0])
+    parser = cli.parser(JOB, __doc__.splitlines()[0])
     parser.add_argument("--table", required=True, help="the DynamoDB table whose stream to merge")
-    parser.add_argument("--vault", required=True, help="vault URI: s3://bucket/prefix or a local path")
+    cli.add_vault(parser)
     parser.add_argument("--region", help="the table's region (default: AWS_REGION)")
-    parser.add_argument("--vault-region", help="the vault bucket's region (default: AWS_REGION)")
-    parser.add_argument("--until", type=timeutil.parse_time,
-                        help="merge the changes made before this moment (ISO-8601; default: the job's start)")
-    parser.add_argument("--follow", type=float, metavar="SECONDS",
-                        help="keep running and merge every SECONDS; SIGTERM stops after the current commit")
-    parser.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait this long for another export or merge of the vault to finish (default: fail)")
-    parser.add_argument("--retention-days", type=float, default=maintenance.DEFAULT_RETENTION_DAYS,
-                        help="point-in-time window that compaction and vacuum keep (default 7)")
-    parser.add_argument("--max-retries", type=int, default=12, help="attempts per DynamoDB call before failing")
+    once = parser.add_mutually_exclusive_group()
+    once.add_argument("--until", type=timeutil.parse_time,
+                      help="merge the changes made before this moment (ISO-8601; default: the job's start)")
+    once.add_argument("--follow", type=cli.positive, metavar="SECONDS",
+                      help="keep running and merge every SECONDS; SIGTERM stops after the current commit")
+    cli.add_lock_wait(parser)
+    parser.add_argument("--retention-days", type=cli.number(float, low=maintenance.MIN_RETENTION_DAYS),
+                        default=maintenance.DEFAULT_RETENTION_DAYS,
+                        help="point-in-time window that compaction and vacuum keep (default 7, at least 1)")
+    cli.add_retries(parser)
     return parser.parse_args(argv)
 
 

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from ddbvault import aws, timeutil
+from ddbvault import aws, cli
 from ddbvault.restore import RestoreOptions, restore_table
 from ddbvault.runner import main_exit, run_job
 
@@ -21,26 +21,24 @@ JOB = "restore_table"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=JOB, description=__doc__.splitlines()[0])
-    parser.add_argument("--vault", required=True, help="vault URI: s3://bucket/prefix or a local path")
+    parser = cli.parser(JOB, __doc__.splitlines()[0])
+    cli.add_vault(parser)
     parser.add_argument("--table", required=True, help="name of the table to create (or load, --existing-table)")
     parser.add_argument("--region", help="the recovery region (default: AWS_REGION)")
-    parser.add_argument("--vault-region", help="the vault bucket's region (default: AWS_REGION)")
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--as-of-time", type=timeutil.parse_time,
-                      help="the table as it was at this moment (ISO-8601, UTC unless an offset is given)")
-    when.add_argument("--as-of-version", type=int, help="restore the vault as of this Delta version")
+    cli.add_as_of(parser, "restore the table")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--max-write-units", type=float, help="write budget for the whole job, WCU per second")
-    budget.add_argument("--write-percent", type=float,
+    budget.add_argument("--max-write-units", type=cli.positive,
+                        help="write budget for the whole job, WCU per second")
+    budget.add_argument("--write-percent", type=cli.percent,
                         help="write budget as a percent of the new table's write capacity; default 80")
     parser.add_argument("--existing-table", action="store_true",
                         help="load into an existing table of that name (its key schema must match)")
     parser.add_argument("--kms-key", help="KMS key ARN of the recovery region (default: the AWS-owned key)")
     parser.add_argument("--billing-mode", choices=("PAY_PER_REQUEST", "PROVISIONED"),
                         help="override the source table's billing mode")
-    parser.add_argument("--writers-per-task", type=int, default=4, help="concurrent batch writers in a task")
-    parser.add_argument("--max-retries", type=int, default=12, help="attempts per DynamoDB call before failing")
+    parser.add_argument("--writers-per-task", type=cli.positive_int, default=4,
+                        help="concurrent batch writers in a task")
+    cli.add_retries(parser)
     return parser.parse_args(argv)
 
 

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from ddbvault import aws, timeutil
+from ddbvault import aws, cli
 from ddbvault.runner import main_exit, run_job
 from ddbvault.verify import VerifyOptions, verify_replica
 
@@ -19,20 +19,18 @@ JOB = "verify_replica"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=JOB, description=__doc__.splitlines()[0])
-    parser.add_argument("--vault", required=True, help="vault URI: s3://bucket/prefix or a local path")
+    parser = cli.parser(JOB, __doc__.splitlines()[0])
+    cli.add_vault(parser)
     parser.add_argument("--table", required=True, help="the replica table")
     parser.add_argument("--region", help="the replica's region (default: AWS_REGION)")
-    parser.add_argument("--vault-region", help="the vault bucket's region (default: AWS_REGION)")
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--as-of-time", type=timeutil.parse_time,
-                      help="the table as it was at this moment (ISO-8601, UTC unless an offset is given)")
-    when.add_argument("--as-of-version", type=int, help="compare with the vault as of this Delta version")
-    parser.add_argument("--segments", type=int, help="Scan TotalSegments for the replica")
+    cli.add_as_of(parser, "compare with the vault")
+    parser.add_argument("--segments", type=cli.number(int, low=1, high=1_000_000, what="a whole number"),
+                        help="Scan TotalSegments for the replica")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--max-read-units", type=float, help="read budget for the replica scan, RCU per second")
-    budget.add_argument("--read-percent", type=float, help="read budget as a percent of the replica's RCU")
-    parser.add_argument("--max-retries", type=int, default=12, help="attempts per DynamoDB call before failing")
+    budget.add_argument("--max-read-units", type=cli.positive,
+                        help="read budget for the replica scan, RCU per second")
+    budget.add_argument("--read-percent", type=cli.percent, help="read budget as a percent of the replica's RCU")
+    cli.add_retries(parser)
     return parser.parse_args(argv)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 from jobs_helpers import (
@@ -26,12 +27,12 @@ from ddbvault.errors import CapacityError, TableError, VaultError
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.runner import Run
 from ddbvault.vault import layout, metadata
-from servers import REGION_A
+from servers import REGION_A, REGION_B
 
 
 def export(spark, table, vault, **kwargs):
     run = Run(job="export_table")
-    opts = ExportOptions(table=table, vault=vault, region=REGION_A, **dict({"segments": 2}, **kwargs))
+    opts = ExportOptions(table=table, vault=vault, **dict({"segments": 2, "region": REGION_A}, **kwargs))
     return export_table(opts, run, spark), run
 
 
@@ -253,6 +254,25 @@ def test_another_tables_vault_is_refused(spark, ddb, tmp_path):
         export(spark, mine, vault)
     assert (sorted(os.listdir(vault)), sorted(os.listdir(os.path.join(vault, layout.META_DIR)))) == listing
     assert metadata.read_stamp(vault)["table_name"] == other
+
+
+def test_a_same_named_table_that_is_another_table_is_refused(spark, ddb, ddb_b, tmp_path):
+    client, made = ddb
+    table = name("exp-twin")
+    create_table(client, table, [("pk", "S")])
+    made.append(table)
+    create_table(ddb_b, table, [("pk", "S")])  # the same name in the recovery region: another table
+    try:
+        vault = str(tmp_path / "vault")
+        stamp = metadata.claim(vault, tables.capture(table, REGION_A))
+        with pytest.raises(VaultError, match=rf"protects table {table} {re.escape(stamp['table_arn'])} "
+                                             rf"\(region {REGION_A}\), not arn:aws:dynamodb:{REGION_B}:.*own vault"):
+            export(spark, table, vault, region=REGION_B)
+        with pytest.raises(VaultError, match="protects table"):  # the flag is for a re-created table only
+            export(spark, table, vault, region=REGION_B, table_recreated=True)
+        assert metadata.read_stamp(vault) == stamp
+    finally:
+        ddb_b.delete_table(TableName=table)
 
 
 def test_vault_rows_carry_export_columns(spark, ddb, tmp_path):

@@ -47,8 +47,8 @@ def exported(spark, ddb, tmp_path, prefix, **kwargs):
     return client, table, vault
 
 
-def export(spark, table, vault):
-    return export_table(ExportOptions(table=table, vault=vault, region=REGION_A, segments=2),
+def export(spark, table, vault, **kwargs):
+    return export_table(ExportOptions(table=table, vault=vault, region=REGION_A, segments=2, **kwargs),
                         Run(job="export_table"), spark)
 
 
@@ -203,8 +203,10 @@ def test_a_re_enabled_stream_is_refused_and_items_untouched(spark, ddb, tmp_path
         merge(spark, table, vault)
     assert vault_item_texts(spark, vault) == before
     assert not changelog.exists(spark, vault)
-    # The remedy works: a new export records the new stream, and merges follow it.
-    export(spark, table, vault)
+    # The remedy works: a new export of the re-created table records the new stream, and merges follow it.
+    with pytest.raises(VaultError, match="was deleted and created again; pass --table-recreated"):
+        export(spark, table, vault)
+    export(spark, table, vault, table_recreated=True)
     client.put_item(TableName=table, Item=dict(key("after", 2), s={"S": "x"}))
     merge(spark, table, vault)
     assert_same(vault_item_texts(spark, vault), texts(scan_all(client, table)))

@@ -1,6 +1,8 @@
 """verify_replica against a replica in region B, and the pure compare() / summarize() on small DataFrames."""
 from __future__ import annotations
 
+import time
+
 import boto3
 import pytest
 from jobs_helpers import create_table, every_type, name, put_items, scan_all
@@ -133,6 +135,8 @@ def test_compare_classifies_every_key_and_honours_ttl(spark):
         ttl_item("gone", "3"),                                 # no TTL attribute: missing
         ttl_item("gone", "4", {"S": str(NOW - 1)}),           # TTL not a number: missing
         ttl_item("gone", "5", EXP={"N": str(NOW - 1)}),       # names are case-sensitive: no TTL, missing
+        ttl_item("gone", "6", {"N": "86400"}),                 # 1970: past DynamoDB's five-year window, missing
+        ttl_item("gone", "7", {"N": str(NOW - 4 * 365 * 86400)}),  # four years ago: expired
         ttl_item("stale", "1", {"N": str(NOW - 100)}, v={"N": "1"}),  # expired but still there and changed
         ttl_item("stale", "2", {"N": f"{NOW - 100}.25"}),     # expired, still there, equal: same
     ]
@@ -147,15 +151,15 @@ def test_compare_classifies_every_key_and_honours_ttl(spark):
     got = sorted((r[layout.PK], r[layout.SK], r["status"]) for r in statuses.collect())
     assert got == [("diff", "1", "different"), ("gone", "1", "missing"), ("gone", "2", "expired"),
                    ("gone", "3", "missing"), ("gone", "4", "missing"), ("gone", "5", "missing"),
-                   ("new", "1", "extra"),
+                   ("gone", "6", "missing"), ("gone", "7", "expired"), ("new", "1", "extra"),
                    ("same", "1", "same"), ("stale", "1", "different"), ("stale", "2", "same")]
 
     # Without a TTL attribute nothing is ever expired.
     plain = compare(frame(spark, vault), frame(spark, replica), ttl_attribute=None, now_epoch=NOW)
-    assert sorted(r["status"] for r in plain.collect() if r[layout.PK] == "gone") == ["missing"] * 5
+    assert sorted(r["status"] for r in plain.collect() if r[layout.PK] == "gone") == ["missing"] * 7
 
     result = summarize(statuses, examples=2)
-    assert result == {"same": 2, "missing": 4, "extra": 1, "different": 2, "expired": 1,
+    assert result == {"same": 2, "missing": 5, "extra": 1, "different": 2, "expired": 2,
                       "examples": {"missing": [{"pk": "gone", "sk": "1"}, {"pk": "gone", "sk": "3"}],
                                    "extra": [{"pk": "new", "sk": "1"}],
                                    "different": [{"pk": "diff", "sk": "1"}, {"pk": "stale", "sk": "1"}]}}
@@ -171,3 +175,36 @@ def test_compare_hash_only_keys_and_odd_attribute_names(spark):
                            now_epoch=NOW)
         assert sorted((r[layout.PK], r[layout.SK], r["status"]) for r in statuses.collect()) == \
             [("a", None, "expired"), ("b", None, "same"), ("c", None, "missing")], attribute
+
+
+def test_items_deleted_by_hand_are_missing_unless_the_replicas_own_ttl_could_have_removed_them(spark, tmp_path):
+    source_client = boto3.client("dynamodb", region_name=REGION_A)
+    replica_client = boto3.client("dynamodb", region_name=REGION_B)
+    source, target = name("ttl-src"), name("ttl-rep")
+    for client, table in ((source_client, source), (replica_client, target)):
+        create_table(client, table, [("pk", "S"), ("sk", "N")])
+    source_client.update_time_to_live(TableName=source,
+                                      TimeToLiveSpecification={"Enabled": True, "AttributeName": "exp"})
+    now = int(time.time())
+    items = [ttl_item("a", "1", {"N": str(now - 100)}), ttl_item("a", "2", {"N": "86400"}),
+             ttl_item("a", "3", {"N": str(now + 3600)})]
+    put_items(source_client, source, items)
+    put_items(replica_client, target, items)
+    vault = str(tmp_path / "vault")
+    try:
+        export_table(ExportOptions(table=source, vault=vault, region=REGION_A, segments=1), Run(job="export_table"),
+                     spark)
+        for item in items[:2]:  # deleted by hand from the replica
+            replica_client.delete_item(TableName=target, Key={"pk": item["pk"], "sk": item["sk"]})
+        with pytest.raises(VerifyMismatch, match="missing 2"):
+            verify(spark, vault, target, expect_ok=True)  # TTL off on the replica: nothing can have expired
+        replica_client.update_time_to_live(TableName=target,
+                                           TimeToLiveSpecification={"Enabled": True, "AttributeName": "exp"})
+        run = Run(job="verify_replica")
+        with pytest.raises(VerifyMismatch, match="missing 1"):  # the 1970 value is outside DynamoDB's window
+            verify_replica(VerifyOptions(vault=vault, table=target, region=REGION_B, segments=1), run, spark)
+        assert (run.summary["expired"], run.summary["missing"], run.summary["same"]) == (1, 1, 1)
+        assert run.summary["replica_ttl_attribute"] == "exp"
+    finally:
+        source_client.delete_table(TableName=source)
+        replica_client.delete_table(TableName=target)

@@ -41,6 +41,7 @@ class ExportOptions:
     readers_per_task: int = 4
     max_attempts: int = 12
     lock_wait_s: float = 0.0
+    table_recreated: bool = False
 
 
 def read_budget(description: Dict[str, Any], max_read_units: Optional[float],
@@ -150,11 +151,11 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     description = meta["table"]
     hash_key, range_key = tables.key_names(meta)
     view = check_stream(description, opts.require_stream)
-    metadata.claim(opts.vault, meta, opts.vault_region)
+    budget, budget_source = read_budget(description, opts.max_read_units, opts.read_percent)  # before any write
+    metadata.claim(opts.vault, meta, opts.vault_region, table_recreated=opts.table_recreated)
     # Only a vault that is this table's gets the run's record (never a foreign path we refused).
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
 
-    budget, budget_source = read_budget(description, opts.max_read_units, opts.read_percent)
     spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
     slots = spark.sparkContext.defaultParallelism
     total = plan_segments(int(description.get("TableSizeBytes") or 0), slots, opts.readers_per_task, opts.segments)

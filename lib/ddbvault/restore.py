@@ -171,6 +171,10 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     if existing is not None:
         manifest_uri = layout.join(manifests, restore_id(view.label, existing), "manifest.json")
         manifest = store.read_json(manifest_uri, opts.vault_region)
+    else:  # the budget flags must fit the table about to be created, or nothing is created
+        request, _ = tables.create_request(meta, opts.table, mode=opts.billing_mode, kms_key=opts.kms_key)
+        write_budget(dict(request, BillingModeSummary={"BillingMode": request["BillingMode"]}),
+                     opts.max_write_units, opts.write_percent)
     target, created = prepare_table(meta, opts, existing, manifest, notes)
     rid = restore_id(view.label, target)
     markers = layout.join(manifests, rid)

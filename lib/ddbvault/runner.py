@@ -70,11 +70,10 @@ def run_job(job: str, argv: Optional[Sequence[str]], parse_args: Callable[[Optio
             body: Callable[[Any, Run], None]) -> int:
     """Parse ``argv``, run ``body(args, run)`` and honour the job contract; returns the exit code."""
     configure_logging()
-    args = parse_args(argv)
     run = Run(job=job)
     status, error, code = "ok", None, 0
     try:
-        body(args, run)
+        body(parse_args(argv), run)  # a bad flag (UsageError from cli.JobArgumentParser) ends here, nothing done
     except KeyboardInterrupt:
         status, error, code = "failed", "interrupted; rerun the same command to start again", 130
     except DdbVaultError as exc:

@@ -3,8 +3,9 @@
 Both sides are reduced to (key, sha256 of the canonical item text): the replica by a parallel scan through
 the same codec the export uses, the vault by its stored text. A full outer join on the key classifies every
 key as same, missing (in the vault, not the table), extra (in the table, not the vault) or different.
-A vault item whose TTL time has passed and that is absent from the table counts as expired, not missing:
-DynamoDB deletes such items on its own once TTL is on.
+A vault item absent from the table counts as expired, not missing, only when the replica has TTL on for an
+attribute the item holds as a number of seconds in the past, and less than five years in the past: DynamoDB
+deletes such items on its own, and ignores older TTL values.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 STATUS = "status"
 SAME, MISSING, EXTRA, DIFFERENT, EXPIRED = "same", "missing", "extra", "different", "expired"
 MISMATCHES = (MISSING, EXTRA, DIFFERENT)
+TTL_WINDOW_S = 5 * 365 * 24 * 3600
 
 
 @dataclass
@@ -74,7 +76,9 @@ def compare(vault_items, replica_items, ttl_attribute: Optional[str] = None, now
     joined = v.join(r, on=(F.col("v_pk") == F.col("r_pk")) & F.col("v_sk").eqNullSafe(F.col("r_sk")),
                     how="full_outer")
     now = time.time() if now_epoch is None else now_epoch
-    status = (F.when(F.col("r_hash").isNull() & (F.col("v_ttl") < F.lit(now)), F.lit(EXPIRED))
+    # DynamoDB deletes an item whose TTL time has passed, but ignores TTL values more than five years in the past.
+    expired = (F.col("v_ttl") < F.lit(now)) & (F.col("v_ttl") >= F.lit(now - TTL_WINDOW_S))
+    status = (F.when(F.col("r_hash").isNull() & expired, F.lit(EXPIRED))
               .when(F.col("r_hash").isNull(), F.lit(MISSING))
               .when(F.col("v_hash").isNull(), F.lit(EXTRA))
               .when(F.col("v_hash") != F.col("r_hash"), F.lit(DIFFERENT))
@@ -122,8 +126,9 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     version, meta, vault_items = view.version, view.meta, view.frame
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version,
                         "as_of_time": view.as_of_time})
-    ttl_attribute = (meta.get("time_to_live") or {}).get("AttributeName") \
-        if (meta.get("time_to_live") or {}).get("TimeToLiveStatus") in ("ENABLED", "ENABLING") else None
+    # Only the replica's own TTL can have deleted an item from it: TTL off there means nothing is expired.
+    ttl_attribute = tables.ttl_attribute(opts.table, opts.region)
+    run.summary["replica_ttl_attribute"] = ttl_attribute
 
     hash_key, range_key = tables.key_names(meta)
     budget, _ = read_budget(description, opts.max_read_units, opts.read_percent)

@@ -282,6 +282,18 @@ def enable_ttl(meta: Dict[str, Any], table: str, region: str) -> Optional[str]:
     return ttl["AttributeName"]
 
 
+def ttl_attribute(table: str, region: str) -> Optional[str]:
+    """The attribute TTL is on for (status ENABLED), or None: off, being switched, or unknown to this endpoint."""
+    ddb = _control(region)
+    try:
+        found = _optional(table, region, "DescribeTimeToLive",
+                          lambda: ddb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {}))
+    except (ClientError, BotoCoreError) as exc:
+        raise table_error(table, region, exc) from exc
+    found = found or {}
+    return found.get("AttributeName") if found.get("TimeToLiveStatus") == "ENABLED" else None
+
+
 def key_schema_matches(meta: Dict[str, Any], existing: Dict[str, Any]) -> bool:
     """True when an existing table has the captured table's key names, roles and types."""
     def shape(description: Dict[str, Any]) -> List[Tuple[str, str, str]]:

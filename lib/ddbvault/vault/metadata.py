@@ -22,10 +22,13 @@ def format_uri(vault: str) -> str:
     return layout.join(vault, layout.META_DIR, "format.json")
 
 
-def claim(vault: str, table_meta: Dict[str, Any], region: Optional[str] = None) -> Dict[str, Any]:
+def claim(vault: str, table_meta: Dict[str, Any], region: Optional[str] = None, *,
+          table_recreated: bool = False) -> Dict[str, Any]:
     """Check that ``vault`` is empty or already this table's vault, and stamp it on first use.
 
-    Refuses a path holding anything else (another table's vault, a newer format, foreign files).
+    Refuses a path holding anything else (another table's vault, a newer format, foreign files), and a table of
+    the same name that is another table (another ARN: another region or account, or deleted and created again)
+    unless ``table_recreated`` says the operator means the re-created one; the stamp then records the change.
     """
     table = table_meta["table_name"]
     stamp = store.read_json(format_uri(vault), region)
@@ -39,6 +42,7 @@ def claim(vault: str, table_meta: Dict[str, Any], region: Optional[str] = None) 
             "format_version": layout.FORMAT_VERSION,
             "table_name": table,
             "table_arn": table_meta["table"].get("TableArn"),
+            "table_created_at": table_meta["table"].get("CreationDateTime"),
             "source_region": table_meta["region"],
             "key_schema": table_meta["table"]["KeySchema"],
             "created_at": table_meta["captured_at"],
@@ -53,6 +57,23 @@ def claim(vault: str, table_meta: Dict[str, Any], region: Optional[str] = None) 
     if stamp.get("key_schema") != table_meta["table"]["KeySchema"]:
         raise VaultError(f"table {table} now has key schema {table_meta['table']['KeySchema']} but {vault} holds "
                          f"{stamp.get('key_schema')}: the table was recreated; export it to a new vault path")
+    arn, created = table_meta["table"].get("TableArn"), table_meta["table"].get("CreationDateTime")
+    if stamp.get("table_arn") and arn and arn != stamp["table_arn"]:
+        raise VaultError(f"{vault} protects table {table} {stamp['table_arn']} (region {stamp.get('source_region')}), "
+                         f"not {arn}: export that table to its own vault path")
+    if stamp.get("table_created_at") and created and created != stamp["table_created_at"]:
+        # DynamoDB keeps a table's ARN when it is deleted and created again under its name: its creation time tells.
+        if not table_recreated:
+            raise VaultError(f"table {table} in {table_meta['region']} was created at {created}, but {vault} protects "
+                             f"the one created at {stamp['table_created_at']}: the table was deleted and created "
+                             f"again; pass --table-recreated to let this vault follow the new table, or export it "
+                             f"to a new vault path")
+        stamp = dict(stamp, table_created_at=created, previous_tables=[
+            *stamp.get("previous_tables", []), {"table_arn": stamp["table_arn"],
+                                                "created_at": stamp["table_created_at"],
+                                                "replaced_at": table_meta["captured_at"]}])
+        store.write_json(format_uri(vault), stamp, region)
+        log.warning("vault %s now protects table %s created at %s", vault, table, created)
     return stamp
 
 
