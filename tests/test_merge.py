@@ -16,6 +16,7 @@ import pytest
 from jobs_helpers import create_table, every_type, name, put_items, scan_all, texts
 
 from ddbvault import codec
+from ddbvault import merge as merge_module
 from ddbvault.errors import StreamGapError, VaultBusyError, VaultError, VerifyMismatch
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.merge import MergeOptions, merge_increments
@@ -210,6 +211,18 @@ def test_a_re_enabled_stream_is_refused_and_items_untouched(spark, ddb, tmp_path
     client.put_item(TableName=table, Item=dict(key("after", 2), s={"S": "x"}))
     merge(spark, table, vault)
     assert_same(vault_item_texts(spark, vault), texts(scan_all(client, table)))
+
+
+def test_a_first_merge_too_long_after_the_export_is_refused(spark, ddb, tmp_path, monkeypatch):
+    _, table, vault = exported(spark, ddb, tmp_path, "mrg-old", n=3)
+    # The stream keeps 24 hours; here it "keeps" one second, and the export is older than that.
+    monkeypatch.setattr(merge_module, "STREAM_RETENTION", timedelta(seconds=1))
+    monkeypatch.setattr(merge_module, "RETENTION_MARGIN", timedelta(0))
+    time.sleep(1.5)
+    with pytest.raises(StreamGapError, match=r"scan started .* the stream keeps records for 24 hours, so changes "
+                                             r"made since may be trimmed: run export_table"):
+        merge(spark, table, vault)
+    assert not changelog.exists(spark, vault)
 
 
 def test_a_stream_without_new_images_is_refused(spark, ddb, tmp_path):

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
 
+from botocore.exceptions import ClientError
+
 from ddbvault import aws
 from ddbvault.changes import records, shards, streams
 from ddbvault.dynamo import retry
@@ -66,9 +68,8 @@ def _stream(arn: str, region: str) -> Dict[str, Any]:
     while True:
         try:
             answer = retry.call(lambda: client.describe_stream(**kwargs), what=f"DescribeStream {arn}")
-        except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code == "ResourceNotFoundException":
+        except ClientError as exc:
+            if exc.response["Error"].get("Code") == "ResourceNotFoundException":
                 raise StreamGapError(f"stream {arn} no longer exists: {shards.NEW_EXPORT}") from exc
             raise
         description = answer["StreamDescription"]

@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ddbvault import aws
 from ddbvault.errors import VaultError
+from ddbvault.vault import layout
 
 S3_SCHEMES = ("s3", "s3a", "s3n")
 
@@ -130,8 +131,4 @@ def delta_table_exists(uri: str, region: Optional[str] = None) -> bool:
     """Whether a Delta table has a commit at ``uri``, asked of the store itself: Spark's Delta caches what it saw of
     a path, so a table another process created a moment ago can look absent through it for minutes."""
     return any(n.endswith(".json") or n.endswith(".checkpoint.parquet")
-               for n in list_names(join_uri(uri, "_delta_log"), region))
-
-
-def join_uri(uri: str, name: str) -> str:
-    return uri.rstrip("/") + "/" + name
+               for n in list_names(layout.join(uri, "_delta_log"), region))
