@@ -105,8 +105,8 @@ def business_as_usual(rng: random.Random) -> str:
     for i in range(0, 300, 3):
         ddb.update_item(TableName=TABLE, Key={"customer": {"S": f"customer-{i % 400:04d}"},
                                               "order_id": {"N": str(100000 + i)}},
-                        UpdateExpression="SET #s = :s, lines[0].price = :p",
-                        ExpressionAttributeNames={"#s": "status"},
+                        UpdateExpression="SET #s = :s, #l[0].price = :p",
+                        ExpressionAttributeNames={"#s": "status", "#l": "lines"},
                         ExpressionAttributeValues={":s": {"S": "SHIPPED"}, ":p": {"N": "19.99"}})
     for i in range(1, 300, 7):
         ddb.delete_item(TableName=TABLE, Key={"customer": {"S": f"customer-{i % 400:04d}"},

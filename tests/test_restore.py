@@ -234,3 +234,22 @@ def test_existing_table_with_the_same_schema_needs_the_flag(spark, clients, sour
     assert table_texts(ddb_b, replica) == sorted(expected + texts(mine))
     assert summary["table_created"] is False and summary["items"] == N_ITEMS
     assert len(scan_all(ddb_b, replica)) == N_ITEMS + 1
+
+
+def test_restoring_into_the_vaults_own_source_table_needs_the_rollback_flag(spark, clients, source):
+    ddb_a, _ = clients
+    table, vault, expected = source
+    changed = {"pk": {"S": "cust-0"}, "sk": {"N": "0.25"}, "s": {"S": "a bad write"}}
+    ddb_a.put_item(TableName=table, Item=changed)
+    before = table_texts(ddb_a, table)
+    opts = RestoreOptions(vault=vault, table=table, region=REGION_A, vault_region=REGION_B, max_write_units=10_000,
+                          existing_table=True)
+    with pytest.raises(TableError, match=f"table {table} in region {REGION_A} is the table this vault protects: "
+                                         f"loading the vault into it would roll its items back"):
+        restore_table(opts, Run(job="restore_table"), spark)
+    assert table_texts(ddb_a, table) == before
+
+    opts.rollback_source = True
+    summary = restore_table(opts, Run(job="restore_table"), spark)
+    assert table_texts(ddb_a, table) == expected
+    assert any(note.startswith(f"rolled the source table {table} back") for note in summary["notes"])

@@ -40,6 +40,7 @@ class RestoreOptions:
     max_write_units: Optional[float] = None
     write_percent: Optional[float] = None
     existing_table: bool = False
+    rollback_source: bool = False
     kms_key: Optional[str] = None
     billing_mode: Optional[str] = None
     writers_per_task: int = 4
@@ -130,11 +131,21 @@ def prepare_table(meta: Dict[str, Any], opts: RestoreOptions, existing: Optional
                   manifest: Optional[Dict[str, Any]], notes: List[str]) -> Tuple[Dict[str, Any], bool]:
     """The target table, created from the vault's capture unless it may be reused; (description, created)."""
     if existing is not None:
+        source = existing.get("TableArn") == meta["table"].get("TableArn") and opts.region == meta["region"]
+        if source and not opts.rollback_source:
+            raise TableError(f"table {opts.table} in region {opts.region} is the table this vault protects: loading "
+                             f"the vault into it would roll its items back while items written since stay, a mix "
+                             f"of two points in time; restore into another --table (or --region), or pass "
+                             f"--rollback-source if rolling the live table back is what you mean")
+        if source:
+            notes.append(f"rolled the source table {opts.table} back: every vault item was written over it; items "
+                         f"created in it since the vault's moment were left in place (run verify_replica to list "
+                         f"them as extra)")
         if not tables.key_schema_matches(meta, existing):
             raise TableError(f"table {opts.table} in region {opts.region} exists with another key schema "
                              f"({existing['KeySchema']}); it was left untouched: pick another --table")
         resuming = manifest is not None and manifest.get("table_arn") == existing.get("TableArn")
-        if not (resuming or opts.existing_table):
+        if not (resuming or opts.existing_table or source):
             raise TableError(f"table {opts.table} already exists in region {opts.region}: pass --existing-table "
                              f"to load into it, or pick another --table")
         return tables.wait_active(opts.table, opts.region), False
