@@ -28,8 +28,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     once = parser.add_mutually_exclusive_group()
     once.add_argument("--until", type=timeutil.parse_time,
                       help="merge the changes made before this moment (ISO-8601; default: the job's start)")
-    once.add_argument("--follow", type=cli.positive, metavar="SECONDS",
-                      help="keep running and merge every SECONDS; SIGTERM stops after the current commit")
+    once.add_argument("--follow", type=cli.number(float, low=1), metavar="SECONDS",
+                      help="keep running and merge every SECONDS (at least 1: a merge reads up to a whole second); "
+                           "SIGTERM stops after the current commit")
     cli.add_lock_wait(parser)
     parser.add_argument("--retention-days", type=cli.number(float, low=maintenance.MIN_RETENTION_DAYS),
                         default=maintenance.DEFAULT_RETENTION_DAYS,

@@ -34,7 +34,7 @@ CASES = [
      "argument --writers-per-task: 0 is out of range: must be at least 1"),
     ("verify_replica", ["--as-of-version", "-1"], "argument --as-of-version: -1 is out of range: must be at least 0"),
     ("verify_replica", ["--vault", "s3://"], "argument --vault: 's3://' names no bucket: use s3://bucket/prefix"),
-    ("merge_increments", ["--follow", "0"], "argument --follow: 0 is out of range: must be above 0"),
+    ("merge_increments", ["--follow", "0.5"], "argument --follow: 0.5 is out of range: must be at least 1"),
     ("merge_increments", ["--follow", "5", "--until", "2026-11-27T04:05:06Z"],
      "argument --until: not allowed with argument --follow"),
     ("merge_increments", ["--retention-days", "0.5"],

@@ -299,8 +299,8 @@ def merge_increments(opts: MergeOptions, run, spark=None) -> Dict[str, Any]:
     """Merge the stream into the vault once, or every ``opts.follow_s`` seconds until SIGTERM."""
     from ddbvault.session import build_session
 
-    if opts.follow_s is not None and opts.follow_s <= 0:
-        raise UsageError("--follow must be a positive number of seconds")
+    if opts.follow_s is not None and opts.follow_s < 1:
+        raise UsageError("--follow must be at least 1 second: a merge reads up to the whole second it starts in")
     if opts.follow_s is not None and opts.until is not None:
         raise UsageError("--until and --follow exclude each other: --until is for one merge up to a moment")
     maintenance.check_retention(opts.retention_days)
