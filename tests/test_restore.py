@@ -6,11 +6,12 @@ import pytest
 from jobs_helpers import create_table, every_type, name, put_items, scan_all, table_texts, texts, vault_texts
 
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import CapacityError, TableError
+from ddbvault.errors import CapacityError, TableError, VerifyMismatch
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.restore import RestoreOptions, restore_id, restore_table
 from ddbvault.runner import Run
 from ddbvault.vault import layout, metadata
+from ddbvault.verify import VerifyOptions, verify_replica
 from servers import REGION_A, REGION_B
 
 N_ITEMS = 60
@@ -231,9 +232,34 @@ def test_existing_table_with_the_same_schema_needs_the_flag(spark, clients, sour
 
     summary = restore(spark, vault, replica, existing_table=True)
 
-    assert table_texts(ddb_b, replica) == sorted(expected + texts(mine))
-    assert summary["table_created"] is False and summary["items"] == N_ITEMS
-    assert len(scan_all(ddb_b, replica)) == N_ITEMS + 1
+    # --existing-table makes the table equal the vault: the item the vault does not hold goes.
+    assert table_texts(ddb_b, replica) == expected
+    assert summary["table_created"] is False and summary["mode"] == "repair"
+    assert (summary["repaired_puts"], summary["repaired_deletes"]) == (N_ITEMS, 1)
+
+
+def test_the_repair_verify_recommends_makes_the_next_verify_exact(spark, clients, source, replica):
+    _, ddb_b = clients
+    _, vault, expected = source
+    restore(spark, vault, replica)
+    items = scan_all(ddb_b, replica)
+    changed = dict(items[0], s={"S": "changed by hand"})
+    ddb_b.put_item(TableName=replica, Item=changed)
+    ddb_b.delete_item(TableName=replica, Key={"pk": items[1]["pk"], "sk": items[1]["sk"]})
+    ddb_b.put_item(TableName=replica, Item={"pk": {"S": "stray"}, "sk": {"N": "7"}})
+    verify_opts = VerifyOptions(vault=vault, table=replica, region=REGION_B, vault_region=REGION_B, segments=2)
+    with pytest.raises(VerifyMismatch, match="rerun restore_table with --existing-table to repair it") as caught:
+        verify_replica(verify_opts, Run(job="verify_replica"), spark)
+    assert "missing 1" in str(caught.value) and "extra 1" in str(caught.value) and "different 1" in str(caught.value)
+
+    summary = restore(spark, vault, replica, existing_table=True)
+    assert (summary["mode"], summary["repaired_puts"], summary["repaired_deletes"]) == ("repair", 2, 1)
+    assert table_texts(ddb_b, replica) == expected
+    checked = verify_replica(verify_opts, Run(job="verify_replica"), spark)
+    assert (checked["same"], checked["missing"], checked["extra"], checked["different"]) == (N_ITEMS, 0, 0, 0)
+    # Nothing left to repair: a rerun writes nothing (and never skips on the first load's markers).
+    again = restore(spark, vault, replica, existing_table=True)
+    assert (again["repaired_puts"], again["repaired_deletes"]) == (0, 0)
 
 
 def test_restoring_into_the_vaults_own_source_table_needs_the_rollback_flag(spark, clients, source):
@@ -252,4 +278,5 @@ def test_restoring_into_the_vaults_own_source_table_needs_the_rollback_flag(spar
     opts.rollback_source = True
     summary = restore_table(opts, Run(job="restore_table"), spark)
     assert table_texts(ddb_a, table) == expected
+    assert (summary["repaired_puts"], summary["repaired_deletes"]) == (1, 0)
     assert any(note.startswith(f"rolled the source table {table} back") for note in summary["notes"])

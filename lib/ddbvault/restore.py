@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from ddbvault import codec
+from ddbvault import codec, repair
 from ddbvault.dynamo import batch_write, pacing, retry
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
@@ -79,6 +79,12 @@ def restore_id(label: str, target: Dict[str, Any]) -> str:
     return f"{label}-" + hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
+def write_cost_multiplier(description: Dict[str, Any]) -> float:
+    """An upper bound of the WCU a put costs per KB: the table and each index it may land in (GSIs and LSIs).
+    Settled with what DynamoDB reports."""
+    return 1.0 + len(description.get("GlobalSecondaryIndexes", [])) + len(description.get("LocalSecondaryIndexes", []))
+
+
 def partitions_for(items: int, slots: int) -> int:
     return max(2 * slots, math.ceil(items / ITEMS_PER_PARTITION), 1)
 
@@ -138,9 +144,8 @@ def prepare_table(meta: Dict[str, Any], opts: RestoreOptions, existing: Optional
                              f"of two points in time; restore into another --table (or --region), or pass "
                              f"--rollback-source if rolling the live table back is what you mean")
         if source:
-            notes.append(f"rolled the source table {opts.table} back: every vault item was written over it; items "
-                         f"created in it since the vault's moment were left in place (run verify_replica to list "
-                         f"them as extra)")
+            notes.append(f"rolled the source table {opts.table} back: it was made equal to the vault (items "
+                         f"changed since were put back, items created since were deleted)")
         if not tables.key_schema_matches(meta, existing):
             raise TableError(f"table {opts.table} in region {opts.region} exists with another key schema "
                              f"({existing['KeySchema']}); it was left untouched: pick another --table")
@@ -187,6 +192,15 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
         write_budget(dict(request, BillingModeSummary={"BillingMode": request["BillingMode"]}),
                      opts.max_write_units, opts.write_percent)
     target, created = prepare_table(meta, opts, existing, manifest, notes)
+    if existing is not None and (manifest is None or manifest.get("status") == "done"):
+        # Not the resumption of an unfinished load: make the table equal the vault, writing only what differs.
+        budget, budget_source = write_budget(target, opts.max_write_units, opts.write_percent)
+        log.info("repairing %s (%s) from %s %s: budget %.0f WCU/s (%s)", opts.table, opts.region, opts.vault,
+                 view.label, budget, budget_source)
+        run.summary.update(repair.repair_table(spark, opts, view.frame, meta=meta, target=target, budget=budget,
+                                               wcu_multiplier=write_cost_multiplier(target), run_id=run.run_id),
+                           table_created=False, write_budget_wcu=budget, mode="repair")
+        return _finish(meta, opts, notes, run)
     rid = restore_id(view.label, target)
     markers = layout.join(manifests, rid)
     manifest_uri = layout.join(markers, "manifest.json")
@@ -206,7 +220,7 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     budget, budget_source = write_budget(target, opts.max_write_units, opts.write_percent)
     slots = spark.sparkContext.defaultParallelism
     per_task = pacing.share(budget, min(partitions, slots))
-    multiplier = 1.0 + len(target.get("GlobalSecondaryIndexes", []))  # an upper bound; settled by what DynamoDB reports
+    multiplier = write_cost_multiplier(target)
     run.summary.update({"restore_id": rid, "table_created": created, "partitions": partitions,
                         "write_budget_wcu": budget, "items_expected": manifest["items"]})
     log.info("restore %s v%d -> %s (%s): %d items in %d partitions; budget %.0f WCU/s (%s), %.1f per task",
@@ -233,11 +247,7 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
         raise VaultError(f"the load of {opts.table} put {written + skipped} items but vault {view.label} holds "
                          f"{manifest['items']}: run verify_replica to see which, then rerun this restore")
 
-    ttl = tables.enable_ttl(meta, opts.table, opts.region)
-    if ttl:
-        notes.append(f"TTL enabled on attribute {ttl} after the load")
     manifest.update(status="done", finished_at=datetime.now(timezone.utc).isoformat())
-    store.write_json(manifest_uri, manifest, opts.vault_region)
     run.summary.update({
         "items": written + skipped, "items_written": written, "items_skipped_resumed": skipped,
         "partitions_skipped": sum(1 for r in results if r["skipped"]),
@@ -245,10 +255,21 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
         "unprocessed_retries": sum(r["unprocessed_retries"] for r in results if not r["skipped"]),
         "throttle_retries": sum(r["retries"] for r in results if not r["skipped"]),
         "load_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,
-        "ttl_attribute": ttl, "notes": notes,
+        "mode": "load",
     })
+    log.info("restore %s loaded: %d items (%d written now, %d already done), %.1fs", opts.table,
+             written + skipped, written, skipped, elapsed)
+    _finish(meta, opts, notes, run)
+    store.write_json(manifest_uri, manifest, opts.vault_region)
+    return run.summary
+
+
+def _finish(meta: Dict[str, Any], opts: RestoreOptions, notes: List[str], run) -> Dict[str, Any]:
+    """What every restore ends with, once the items are in: TTL (only now, or expired items would vanish)."""
+    ttl = tables.enable_ttl(meta, opts.table, opts.region)
+    if ttl:
+        notes.append(f"TTL enabled on attribute {ttl} after the load")
+    run.summary.update(ttl_attribute=ttl, notes=notes)
     for note in notes:
         log.info("restore %s: %s", opts.table, note)
-    log.info("restore %s done: %d items (%d written now, %d already done), %.1fs", opts.table,
-             written + skipped, written, skipped, elapsed)
     return run.summary

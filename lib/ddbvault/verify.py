@@ -63,6 +63,14 @@ def ttl_seconds(item_col, attribute: str):
     return F.from_json(item_col, schema).getField(attribute).getField("N").cast("double")
 
 
+def expired(ttl_col, now: float):
+    """An item absent from a table with TTL on counts as deleted by TTL: its TTL time has passed, and is less
+    than five years ago (DynamoDB ignores older values)."""
+    from pyspark.sql import functions as F
+
+    return (ttl_col < F.lit(now)) & (ttl_col >= F.lit(now - TTL_WINDOW_S))
+
+
 def compare(vault_items, replica_items, ttl_attribute: Optional[str] = None, now_epoch: Optional[float] = None):
     """Per key: (pk, sk, status). Both inputs have the items columns PK, SK and ITEM. Pure: no I/O."""
     from pyspark.sql import functions as F
@@ -76,9 +84,7 @@ def compare(vault_items, replica_items, ttl_attribute: Optional[str] = None, now
     joined = v.join(r, on=(F.col("v_pk") == F.col("r_pk")) & F.col("v_sk").eqNullSafe(F.col("r_sk")),
                     how="full_outer")
     now = time.time() if now_epoch is None else now_epoch
-    # DynamoDB deletes an item whose TTL time has passed, but ignores TTL values more than five years in the past.
-    expired = (F.col("v_ttl") < F.lit(now)) & (F.col("v_ttl") >= F.lit(now - TTL_WINDOW_S))
-    status = (F.when(F.col("r_hash").isNull() & expired, F.lit(EXPIRED))
+    status = (F.when(F.col("r_hash").isNull() & expired(F.col("v_ttl"), now), F.lit(EXPIRED))
               .when(F.col("r_hash").isNull(), F.lit(MISSING))
               .when(F.col("v_hash").isNull(), F.lit(EXTRA))
               .when(F.col("v_hash") != F.col("r_hash"), F.lit(DIFFERENT))
@@ -158,6 +164,7 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     if bad:
         shown = "; ".join(f"{kind} {count} (e.g. {result['examples'][kind][0]})" for kind, count in bad.items())
         raise VerifyMismatch(f"table {opts.table} in {opts.region} differs from {opts.vault} {view.label}: {shown}; "
-                             f"rerun restore_table with --existing-table to repair, then verify again")
+                             f"rerun restore_table with --existing-table to repair it (it puts what is missing or "
+                             f"different and deletes what the vault does not hold), then verify again")
     log.info("verify %s: %d items equal to vault %s", opts.table, result[SAME], view.label)
     return run.summary

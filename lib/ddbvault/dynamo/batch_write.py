@@ -1,4 +1,4 @@
-"""BatchWriteItem puts with pacing, retries, and no item ever silently dropped.
+"""BatchWriteItem puts (and deletes) with pacing, retries, and no item ever silently dropped.
 
 Runs inside Spark executors: no Spark here. ``UnprocessedItems`` comes back in a 200 response, so no SDK
 retry covers it: we re-send those items ourselves with backoff and slow the shared pace, and raise
@@ -53,8 +53,12 @@ class WriteStats:
 @dataclass
 class _Record:
     key: Key
-    item: Dict[str, Any]
+    item: Dict[str, Any]   # the item to put, or the key to delete
     size: int
+    delete: bool = False
+
+    def request(self) -> Dict[str, Any]:
+        return {"DeleteRequest": {"Key": self.item}} if self.delete else {"PutRequest": {"Item": self.item}}
 
 
 def item_wcu(size: int) -> int:
@@ -91,9 +95,11 @@ def describe_key(key: Key, key_names: Sequence[str]) -> str:
     return "{" + ", ".join(shown) + "}"
 
 
-def batches(records: Iterable[Tuple[Dict[str, Any], int]], key_names: Sequence[str],
-            table: str) -> Iterator[List[_Record]]:
-    """Group records into BatchWriteItem calls: <= 25 puts, <= 16 MB, no key twice in one call.
+def batches(records: Iterable[tuple], key_names: Sequence[str], table: str) -> Iterator[List[_Record]]:
+    """Group records into BatchWriteItem calls: <= 25 requests, <= 16 MB, no key twice in one call.
+
+    A record is ``(item, size)`` for a put, or ``(key, size, True)`` for a delete of that key (``size`` then
+    estimates the deleted item's size, which is what the delete costs).
 
     A key already in the current batch closes it and starts the next one, so the later put lands after
     the earlier one (later wins) and DynamoDB never sees duplicate keys in a call (it rejects the whole call).
@@ -101,8 +107,9 @@ def batches(records: Iterable[Tuple[Dict[str, Any], int]], key_names: Sequence[s
     current: List[_Record] = []
     keys: set = set()
     size = 0
-    for item, item_size in records:
-        record = _Record(key_of(item, key_names, table), item, int(item_size))
+    for entry in records:
+        item, item_size = entry[0], entry[1]
+        record = _Record(key_of(item, key_names, table), item, int(item_size), len(entry) > 2 and bool(entry[2]))
         if current and (record.key in keys or len(current) >= MAX_BATCH_ITEMS
                         or size + record.size > MAX_BATCH_BYTES):
             yield current
@@ -180,7 +187,7 @@ class _Writer:
 
     def _call(self, pending: List[_Record]) -> Tuple[int, Dict[str, Any]]:
         """One BatchWriteItem through ``retry.call``; returns (attempts made, response)."""
-        request = {self.table: [{"PutRequest": {"Item": r.item}} for r in pending]}
+        request = {self.table: [r.request() for r in pending]}
         calls = [0]
 
         def put_batch() -> Dict[str, Any]:
@@ -198,12 +205,13 @@ class _Writer:
         by_key = {r.key: r for r in pending}
         left = []
         for request in returned:
-            item = request.get("PutRequest", {}).get("Item")
+            delete = "DeleteRequest" in request
+            item = request["DeleteRequest"]["Key"] if delete else request.get("PutRequest", {}).get("Item")
             if item is None:
-                continue  # we never send deletes
+                continue
             key = key_of(item, self.key_names, self.table)
             # Re-send our own copy (same content, our size); an unknown key (should not happen) as returned.
-            left.append(by_key.get(key) or _Record(key, item, max(r.size for r in pending)))
+            left.append(by_key.get(key) or _Record(key, item, max(r.size for r in pending), delete))
         return left
 
     def _exhausted(self, left: List[_Record], attempts: int) -> UnprocessedItemsError:
@@ -231,7 +239,8 @@ def write_items(
     threads: int = 1,
     queue_items: int = 4 * MAX_BATCH_ITEMS,
 ) -> WriteStats:
-    """Put every ``(item, size_bytes)`` of ``records`` into ``table``; returns what it took.
+    """Put every ``(item, size_bytes)`` of ``records`` into ``table`` (and delete the key of every
+    ``(key, size_bytes, True)``); returns what it took.
 
     ``key_names`` are the table's key attributes (hash, then range). ``size_bytes`` is DynamoDB's item size;
     each put is estimated at ``ceil(size / 1 KB) * wcu_multiplier`` WCU before the call (the multiplier counts
@@ -313,10 +322,10 @@ def _write_threaded(table: str, records: Iterable[Tuple[Dict[str, Any], int]], *
         return False
 
     try:
-        for item, size in records:
+        for entry in records:
             # Key errors surface here, in the caller's thread, before anything is queued for that item.
-            index = hash(key_of(item, key_names, table)) % threads
-            if not hand(inboxes[index], (item, size)):
+            index = hash(key_of(entry[0], key_names, table)) % threads
+            if not hand(inboxes[index], entry):
                 break
         for inbox in inboxes:
             if not hand(inbox, _END):

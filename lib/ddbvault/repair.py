@@ -1,0 +1,115 @@
+"""Repair: make an existing table equal the vault, writing only what differs.
+
+What ``verify_replica`` recommends after a mismatch. The table is scanned once (the export's parallel scan and
+codec), joined with the vault by key and content hash, and then, at the write budget: vault items missing from
+the table or different in it are put, items the vault does not hold are deleted, and items the table's own TTL
+has removed (verify's ``expired``) are left out. No marker of an earlier load is consulted, so a rerun repairs
+whatever is still wrong; a repair of an exact table writes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+from ddbvault import codec
+from ddbvault.dynamo import batch_write, pacing, retry
+from ddbvault.dynamo import table as tables
+from ddbvault.errors import raising_executor_errors
+from ddbvault.export import ScanPlan, group_segments, plan_segments, read_budget
+from ddbvault.vault import layout
+from ddbvault.verify import expired, replica_items, ttl_seconds
+
+log = logging.getLogger(__name__)
+
+DELETE_SIZE_ESTIMATE = 1024  # a delete costs the deleted item's size; unknown until DynamoDB reports it
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    table: str
+    region: str
+    key_names: Tuple[str, ...]
+    budget_per_task: Optional[float]
+    writers: int
+    wcu_multiplier: float
+    max_attempts: int
+
+
+def repair_partition(plan: RepairPlan, rows: Iterator[Any]) -> Iterator[Dict[str, Any]]:
+    """One Spark task: put or delete its rows' items; one stats dict."""
+    counts = {"puts": 0, "deletes": 0}
+
+    def records():
+        for item_text, size, delete in rows:
+            item = codec.decode_item(item_text)
+            if delete:
+                counts["deletes"] += 1
+                yield {name: item[name] for name in plan.key_names}, DELETE_SIZE_ESTIMATE, True
+            else:
+                counts["puts"] += 1
+                yield item, int(size)
+
+    stats = batch_write.write_items(
+        plan.table, records(), key_names=plan.key_names, region=plan.region,
+        limiter=pacing.RateLimiter(plan.budget_per_task), policy=retry.RetryPolicy(max_attempts=plan.max_attempts),
+        wcu_multiplier=plan.wcu_multiplier, threads=plan.writers)
+    yield dict(asdict(stats), **counts)
+
+
+def differences(vault_items, replica, ttl_attribute: Optional[str], now_epoch: Optional[float] = None):
+    """(item text, size, delete) of every write that makes the replica equal the vault. Pure."""
+    from pyspark.sql import functions as F
+
+    v = vault_items.select(F.col(layout.PK).alias("v_pk"), F.col(layout.SK).alias("v_sk"),
+                           F.col(layout.ITEM).alias("v_item"), F.col(layout.ITEM_SIZE).alias("v_size"),
+                           F.sha2(F.col(layout.ITEM), 256).alias("v_hash"),
+                           (ttl_seconds(F.col(layout.ITEM), ttl_attribute) if ttl_attribute
+                            else F.lit(None).cast("double")).alias("v_ttl"))
+    r = replica.select(F.col(layout.PK).alias("r_pk"), F.col(layout.SK).alias("r_sk"),
+                       F.col(layout.ITEM).alias("r_item"), F.sha2(F.col(layout.ITEM), 256).alias("r_hash"))
+    joined = v.join(r, on=(F.col("v_pk") == F.col("r_pk")) & F.col("v_sk").eqNullSafe(F.col("r_sk")),
+                    how="full_outer")
+    now = time.time() if now_epoch is None else now_epoch
+    put = (F.col("v_pk").isNotNull()
+           & ((F.col("r_pk").isNull() & ~F.coalesce(expired(F.col("v_ttl"), now), F.lit(False)))
+              | (F.col("r_hash") != F.col("v_hash"))))
+    puts = joined.where(put).select(F.col("v_pk").alias(layout.PK), F.col("v_item").alias(layout.ITEM),
+                                    F.col("v_size").alias(layout.ITEM_SIZE), F.lit(False).alias("delete"))
+    deletes = joined.where(F.col("v_pk").isNull()).select(
+        F.col("r_pk").alias(layout.PK), F.col("r_item").alias(layout.ITEM),
+        F.lit(DELETE_SIZE_ESTIMATE).cast("long").alias(layout.ITEM_SIZE), F.lit(True).alias("delete"))
+    return puts.unionByName(deletes)
+
+
+def repair_table(spark, opts, frame, *, meta: Dict[str, Any], target: Dict[str, Any], budget: float,
+                 wcu_multiplier: float, run_id: str) -> Dict[str, Any]:
+    """Scan ``target`` once and write what differs from ``frame`` (the vault's items); the figures."""
+    hash_key, range_key = tables.key_names(meta)
+    slots = spark.sparkContext.defaultParallelism
+    read, _ = read_budget(target, None, None)
+    total = plan_segments(int(target.get("TableSizeBytes") or 0), slots, 4, None)
+    groups = group_segments(total, 4)
+    units = spark.sparkContext.accumulator(0.0)
+    scan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, pacing.share(read, min(len(groups), slots)),
+                    4, False, opts.max_attempts, datetime.now(timezone.utc), run_id, None)
+    ttl_attribute = tables.ttl_attribute(opts.table, opts.region)
+    writes = differences(frame, replica_items(spark, scan, groups, units), ttl_attribute)
+    partitions = max(2 * slots, 1)
+    plan = RepairPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()),
+                      pacing.share(budget, min(partitions, slots)), opts.writers_per_task,
+                      wcu_multiplier, opts.max_attempts)
+    started = time.time()
+    with raising_executor_errors():
+        results = (writes.repartition(partitions, layout.PK).select(layout.ITEM, layout.ITEM_SIZE, "delete").rdd
+                   .mapPartitions(lambda rows: repair_partition(plan, rows)).collect())
+    puts, deletes = sum(r["puts"] for r in results), sum(r["deletes"] for r in results)
+    log.info("repair of %s: %d items put, %d deleted, %.1f RCU read", opts.table, puts, deletes, units.value)
+    return {"repaired_puts": puts, "repaired_deletes": deletes,
+            "consumed_wcu": round(sum(r["wcu"] for r in results), 1), "consumed_rcu": round(units.value, 1),
+            "load_s": round(time.time() - started, 3),
+            "throttle_retries": sum(r["retries"] for r in results),
+            "unprocessed_retries": sum(r["unprocessed_retries"] for r in results),
+            "scan_segments": total, "partitions": partitions, "ttl_attribute_on_table": ttl_attribute}
