@@ -23,7 +23,7 @@ sys.path[:0] = [os.path.join(os.path.dirname(HERE), "lib"), HERE]
 import common  # noqa: E402
 
 from ddbvault.merge import apply_batches  # noqa: E402
-from ddbvault.vault import changelog, items, layout, maintenance, metadata  # noqa: E402
+from ddbvault.vault import changelog, integrity, items, layout, maintenance, metadata  # noqa: E402
 
 SCAN_STARTED = datetime(2026, 11, 27, 0, 0, tzinfo=timezone.utc)
 
@@ -87,6 +87,8 @@ def one_size(spark, root: str, n: int, changes: int, item_bytes: int) -> dict:
     rows = vault_rows(spark, n, item_bytes)
     write_s, _, _ = common.timed(lambda: rows.write.format("delta").option("userMetadata", metadata.commit_metadata(
         "export_table", "bench-export", scan_started=SCAN_STARTED.isoformat())).save(items.path(vault)))
+    count, digest = integrity.measure(items.read(spark, vault, 0))  # as an export records it: merges keep it up
+    integrity.record(vault, 0, count, digest)                         # to date from their changes alone
     maintenance.ensure(spark, vault, maintenance.DEFAULT_RETENTION_DAYS)
     export = {"version": 0, "run_id": "bench-export", "scan_started": SCAN_STARTED.isoformat()}
     figures = []
@@ -102,12 +104,15 @@ def one_size(spark, root: str, n: int, changes: int, item_bytes: int) -> dict:
 
         seconds, applied, load = common.timed(merge_once)
         figures.append({"batch": batch, "seconds": round(seconds, 2), "load1": round(load, 2), **applied})
+    newest = items.newest_state(spark, vault)["version"]
+    check = integrity.check(vault, newest, items.read(spark, vault, newest))  # the kept-up record is right
     rewrite = common.fresh_dir(os.path.join(root, f"rewrite-{n}"))
     current = items.read(spark, vault)
     rewrite_s, _, load = common.timed(lambda: current.write.format("delta").mode("overwrite").save(rewrite))
     shutil.rmtree(rewrite, ignore_errors=True)
     best = min(f["seconds"] for f in figures)
     return {"vault_items": n, "changes": changes, "initial_write_s": round(write_s, 2), "merges": figures,
+            "integrity_after_merges": check["status"],
             "merge_s_best": best, "merge_s_median": sorted(f["seconds"] for f in figures)[1],
             "rewrite_s": round(rewrite_s, 2), "merge_share_of_rewrite": round(best / rewrite_s, 3)}
 

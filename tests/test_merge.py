@@ -22,7 +22,7 @@ from ddbvault.export import ExportOptions, export_table
 from ddbvault.merge import MergeOptions, merge_increments
 from ddbvault.restore import RestoreOptions, restore_table
 from ddbvault.runner import Run
-from ddbvault.vault import changelog, items, layout, lock, maintenance, pointintime
+from ddbvault.vault import changelog, integrity, items, layout, lock, maintenance, pointintime
 from ddbvault.verify import VerifyOptions, verify_replica
 from servers import REGION_A, REGION_B
 
@@ -127,6 +127,9 @@ def test_merge_follows_every_kind_of_change_exactly(spark, ddb, tmp_path):
     client.put_item(TableName=table, Item=dict(key("p0", 6), s={"S": "third"}))
     third = merge(spark, table, vault)
     assert (third["records_read"], third["records_new"], third["replayed_since_export"]) == (2, 2, False)
+    # Every merge version's integrity record, kept up to date from the changes alone, matches its content.
+    for version in (first["vault_version"], third["vault_version"]):
+        assert integrity.check(vault, version, items.read(spark, vault, version))["status"] == "ok"
     assert_same(vault_item_texts(spark, vault), texts(scan_all(client, table)))
     summary = verify_replica(VerifyOptions(vault=vault, table=table, region=REGION_A, segments=2), Run(
         job="verify_replica"), spark)
@@ -286,6 +289,8 @@ def test_restore_and_verify_as_of_a_moment_before_a_bad_deploy_also_after_compac
     # Compaction, deletion-vector purge and vacuum keep both the newest state and the moment.
     files = maintenance.maintain(spark, vault, retention_days=7, compact_files=0)
     assert files["compacted"] is True and files["items_files"] == 1
+    newest = items.newest_state(spark, vault)["version"]
+    assert integrity.check(vault, newest, items.read(spark, vault, newest))["status"] == "ok"
     assert_same(vault_item_texts(spark, vault), texts(scan_all(client, table)))
     view = pointintime.view(spark, vault, as_of_time=good_moment)
     assert sorted(r[layout.ITEM] for r in view.frame.select(layout.ITEM).collect()) == good

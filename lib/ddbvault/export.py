@@ -15,9 +15,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from ddbvault import codec
 from ddbvault.dynamo import pacing, retry, scan
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import TableError, UsageError, raising_executor_errors
+from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
-from ddbvault.vault import layout, lock, metadata
+from ddbvault.vault import integrity, layout, lock, metadata
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,14 @@ class ScanPlan:
     progress: Optional[Tuple[str, int]]
 
 
-def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int]) -> Iterator[tuple]:
-    """One Spark task: scan its segments on ``plan.readers`` threads under one shared limiter; yield item rows."""
+def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int],
+                   content_counter: Any = None) -> Iterator[tuple]:
+    """One Spark task: scan its segments on ``plan.readers`` threads under one shared limiter; yield item rows.
+    ``content_counter`` (an accumulator of ``(items, digest)``) gets the rows' count and integrity digest."""
     limiter = pacing.RateLimiter(plan.budget_per_task)
     sender = ProgressSender(plan.progress)
     consumed = 0.0
+    count, digest = 0, 0
     try:
         for _segment, page in scan.scan_segments(
                 plan.table, list(segments), plan.total_segments, threads=plan.readers, region=plan.region,
@@ -129,12 +132,27 @@ def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int]) 
                 consistent_read=plan.consistent_read, raw_json=True):
             for item in page.items:
                 pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
+                if content_counter is not None:
+                    count += 1
+                    digest += integrity.item_hash(text)
                 yield (pk, sk, text, size, layout.SOURCE_EXPORT, plan.change_time, None, plan.run_id)
             consumed += page.consumed
             sender.add(items=len(page.items), units=page.consumed, parts_done=1 if page.done else 0)
     finally:
         sender.close()
     units_counter.add(consumed)
+    if content_counter is not None:
+        content_counter.add((count, digest))
+
+
+class _PairSum:
+    """Accumulator of (count, digest) pairs, summed element-wise (Python ints: no overflow)."""
+
+    def zero(self, value):
+        return (0, 0)
+
+    def addInPlace(self, first, second):
+        return (first[0] + second[0], first[1] + second[1])
 
 
 def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
@@ -172,6 +190,7 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     # Recorded before the first page: replaying the stream from here on makes the vault exact (AWS's advice).
     scan_started = datetime.now(timezone.utc)
     units = spark.sparkContext.accumulator(0.0)
+    content = spark.sparkContext.accumulator((0, 0), _PairSum())  # updated in the write (an action): once per task
     driver_host = spark.conf.get("spark.driver.host", "127.0.0.1")
     items_path = layout.join(opts.vault, layout.ITEMS_DIR)
     commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=scan_started.isoformat(),
@@ -183,7 +202,7 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
         plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, per_task, opts.readers_per_task,
                         opts.consistent_read, opts.max_attempts, scan_started, run.run_id, progress.address)
         rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
-            .mapPartitions(lambda segs: scan_partition(plan, units, segs))
+            .mapPartitions(lambda segs: scan_partition(plan, units, segs, content))
         frame = spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
         writer.check()
         with raising_executor_errors():
@@ -192,6 +211,11 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
 
     last = DeltaTable.forPath(spark, items_path).history(1).first()
     written = int((last.operationMetrics or {}).get("numOutputRows", 0))
+    scanned, digest = content.value
+    if written != scanned:
+        raise VaultError(f"the export of {opts.table} scanned {scanned} items but Delta version {last.version} of "
+                         f"{opts.vault} holds {written}: do not restore that version; run the export again")
+    integrity.record(opts.vault, last.version, written, digest, opts.vault_region, job=run.job, run_id=run.run_id)
     metadata.store.write_json(layout.join(opts.vault, layout.META_DIR, "table.json"), meta, opts.vault_region)
     run.summary.update({
         "items": written, "vault_version": last.version, "consumed_rcu": round(units.value, 1),

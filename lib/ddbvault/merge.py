@@ -169,7 +169,8 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
         log.info("applying batches %d..%d from the change log first (the run that logged them stopped before "
                  "its items commit)", items_batch + 1, last_batch)
         apply_batches(spark, opts.vault, run.run_id, export=export, checkpoint=previous, after=items_batch,
-                      batch=last_batch, replay=False, cut=datetime.fromisoformat(previous["cut"]), check=writer.check)
+                      batch=last_batch, replay=False, cut=datetime.fromisoformat(previous["cut"]), check=writer.check,
+                      region=opts.vault_region)
         state = items.newest_state(spark, opts.vault)
         items_batch = last_batch
 
@@ -221,7 +222,8 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
     replay = not state.get("replayed")
     if sum(counts.values()) or replay:
         applied = apply_batches(spark, opts.vault, run.run_id, export=export, checkpoint=new_checkpoint,
-                                after=items_batch, batch=batch, replay=replay, cut=cut, check=writer.check)
+                                after=items_batch, batch=batch, replay=replay, cut=cut, check=writer.check,
+                                region=opts.vault_region)
     else:  # nothing new: items stays as it is (no commit)
         applied = {"vault_version": state["version"], "items_inserted": 0, "items_updated": 0, "items_deleted": 0}
     open_shards = [t.shard_id for t in tasks if not positions[t.shard_id]["done"]]
@@ -252,7 +254,8 @@ def _not_logged(spark, vault: str, rows, region: Optional[str] = None):
 
 
 def apply_batches(spark, vault: str, run_id: str, *, export: Dict[str, Any], checkpoint: Dict[str, Any],
-                  after: int, batch: int, replay: bool, cut: datetime, check: Any = None) -> Dict[str, Any]:
+                  after: int, batch: int, replay: bool, cut: datetime, check: Any = None,
+                  region: Optional[str] = None) -> Dict[str, Any]:
     """Fold the change log's batches ``after + 1 .. batch`` (after an export: every change logged since its scan
     start) into items, in one MERGE commit that records the vault's new state; ``check`` runs just before it."""
     from pyspark.sql import functions as F
@@ -272,7 +275,7 @@ def apply_batches(spark, vault: str, run_id: str, *, export: Dict[str, Any], che
     state = {"export": export, "batch": batch, "replayed": True, "upper": cut.isoformat()}
     if check is not None:
         check()
-    metrics = items.merge_changes(spark, vault, newest, _commit(JOB, run_id, batch=batch, state=state))
+    metrics = items.merge_changes(spark, vault, newest, _commit(JOB, run_id, batch=batch, state=state), region)
     return {"vault_version": metrics["version"], "items_inserted": metrics["numTargetRowsInserted"],
             "items_updated": metrics["numTargetRowsUpdated"], "items_deleted": metrics["numTargetRowsDeleted"]}
 
@@ -310,11 +313,14 @@ def merge_increments(opts: MergeOptions, run, spark=None) -> Dict[str, Any]:
     spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
     with lock.WriterLock(opts.vault, run.job, run.run_id, opts.vault_region, ttl_s=opts.lock_ttl_s,
                          wait_s=opts.lock_wait_s) as writer, _Stop() as stop:
+        if items.exists(spark, opts.vault, opts.vault_region):  # deletion vectors before the first MERGE
+            maintenance.ensure(spark, opts.vault, opts.retention_days, opts.vault_region)
         merges = 0
         while True:
             figures = merge_once(spark, opts, run, writer, opts.until)
             merges += 1
-            figures.update(maintenance.maintain(spark, opts.vault, opts.retention_days, opts.compact_files))
+            figures.update(maintenance.maintain(spark, opts.vault, opts.retention_days, opts.compact_files,
+                                                opts.vault_region))
             run.summary.update(figures, merges=merges)
             log.info("merge %s batch %d: %d new records (%d read), vault version %s, recoverable until %s",
                      opts.table, figures["batch"], figures["records_new"], figures["records_read"],

@@ -178,7 +178,8 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     hash_key, range_key = tables.key_names(meta)
     notes: List[str] = []
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version,
-                        "as_of_time": view.as_of_time, "source_table": meta["table_name"],
+                        "as_of_time": view.as_of_time, "vault_check": view.integrity,
+                        "source_table": meta["table_name"],
                         "source_region": meta["region"]})
 
     manifests = layout.join(opts.vault, layout.META_DIR, "restores")

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from ddbvault.dynamo import pacing
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import TableError, VerifyMismatch, raising_executor_errors
+from ddbvault.errors import TableError, VaultError, VerifyMismatch, raising_executor_errors
 from ddbvault.export import (
     ScanPlan,
     group_segments,
@@ -26,7 +26,7 @@ from ddbvault.export import (
     scan_partition,
 )
 from ddbvault.progress import ProgressServer
-from ddbvault.vault import layout, metadata, pointintime
+from ddbvault.vault import integrity, items, layout, metadata, pointintime
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ TTL_WINDOW_S = 5 * 365 * 24 * 3600
 @dataclass
 class VerifyOptions:
     vault: str
-    table: str
+    table: Optional[str]
     region: str
     vault_region: Optional[str] = None
     as_of_version: Optional[int] = None
@@ -117,6 +117,37 @@ def replica_items(spark, plan: ScanPlan, groups: List[List[int]], units):
     return spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
 
 
+def verify_vault(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
+    """Without a table: check every version of the vault that has an integrity record and is still kept."""
+    from delta.tables import DeltaTable
+
+    from ddbvault.session import build_session
+
+    metadata.read_stamp(opts.vault, opts.vault_region)
+    run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
+    spark = spark or build_session(f"ddbvault-{run.job}-vault")
+    kept = {int(r.version) for r in DeltaTable.forPath(spark, items.path(opts.vault)).history().select("version")
+            .collect()}
+    results, damaged = [], []
+    for version in integrity.versions(opts.vault, opts.vault_region):
+        if version not in kept:
+            continue  # its commit left Delta's log: time travel cannot read it any more
+        try:
+            results.append(integrity.check(opts.vault, version, items.read(spark, opts.vault, version),
+                                           opts.vault_region))
+        except VaultError as exc:
+            results.append({"version": version, "status": "damaged", "error": str(exc)})
+            damaged.append(version)
+    unrecorded = sorted(kept - {r["version"] for r in results})
+    run.summary.update({"vault": opts.vault, "versions_checked": len(results), "versions_damaged": damaged,
+                        "versions_unrecorded": unrecorded, "checks": results})
+    if damaged:
+        raise VaultError(f"{opts.vault}: versions {damaged} are damaged (their content does not match what was "
+                         f"written; see the run record for each); restore another version or run a new export")
+    log.info("vault %s: %d versions whole", opts.vault, len(results))
+    return run.summary
+
+
 def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     """Compare ``opts.table`` with ``opts.vault``; raises VerifyMismatch unless they are equal."""
     from ddbvault.session import build_session
@@ -131,7 +162,7 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time, opts.vault_region)
     version, meta, vault_items = view.version, view.meta, view.frame
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version,
-                        "as_of_time": view.as_of_time})
+                        "as_of_time": view.as_of_time, "vault_check": view.integrity})
     # Only the replica's own TTL can have deleted an item from it: TTL off there means nothing is expired.
     ttl_attribute = tables.ttl_attribute(opts.table, opts.region)
     run.summary["replica_ttl_attribute"] = ttl_attribute

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
-from ddbvault.vault import layout, metadata, store
+from ddbvault.vault import integrity, layout, metadata, store
 
 TABLE_PROPERTIES = {"delta.enableDeletionVectors": "true"}
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
@@ -97,12 +97,13 @@ def ensure_properties(spark, location: str, properties: Dict[str, str]) -> None:
         spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({settings})")
 
 
-def merge_changes(spark, vault: str, newest, user_metadata: str) -> Dict[str, int]:
+def merge_changes(spark, vault: str, newest, user_metadata: str, region: Optional[str] = None) -> Dict[str, int]:
     """Fold change rows (one per key, the newest: see ``changelog.newest_per_key``) into ``items``.
 
     A row applies only when it is newer in stream order than what the vault holds for its key (an export's
     row, with no ``change_seq``, is older than any change), so a replayed or older record changes nothing;
-    a REMOVE deletes; an insert or update writes the new image. One Delta commit.
+    a REMOVE deletes; an insert or update writes the new image. One Delta commit, and the new version's
+    integrity record: the previous one's, less the rows replaced or deleted, plus the rows written.
     """
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
@@ -112,16 +113,48 @@ def merge_changes(spark, vault: str, newest, user_metadata: str) -> Dict[str, in
     values[layout.SOURCE] = F.lit(layout.SOURCE_STREAM)
     table = DeltaTable.forPath(spark, path(vault))
     before = table.history(1).select("version").first()[0]
-    with commit_metadata(spark, user_metadata):
-        (table.alias("t")
-         .merge(newest.alias("s"), "t.pk = s.pk AND t.sk <=> s.sk")
-         .whenMatchedDelete(condition=f"s.event_name = 'REMOVE' AND {newer}")
-         .whenMatchedUpdate(condition=newer, set=values)
-         .whenNotMatchedInsert(condition="s.event_name <> 'REMOVE'", values=values)
-         .execute())
+    previous = integrity.recorded(vault, before, region)
+    newest = newest.cache()
+    change = _content_change(newest, read(spark, vault, before)) if previous else None
+    try:
+        with commit_metadata(spark, user_metadata):
+            (table.alias("t")
+             .merge(newest.alias("s"), "t.pk = s.pk AND t.sk <=> s.sk")
+             .whenMatchedDelete(condition=f"s.event_name = 'REMOVE' AND {newer}")
+             .whenMatchedUpdate(condition=newer, set=values)
+             .whenNotMatchedInsert(condition="s.event_name <> 'REMOVE'", values=values)
+             .execute())
+    finally:
+        newest.unpersist()
     last = DeltaTable.forPath(spark, path(vault)).history(1).first()
     counted = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
     if last.version == before:  # Delta commits nothing when no row changes (every change was already held)
         return dict({"version": int(before)}, **{name: 0 for name in counted})
+    if previous is not None and change is not None:
+        integrity.record(vault, int(last.version), int(previous["items"]) + change[0],
+                         int(previous["digest"]) + change[1], region, job=MERGE_JOB)
     metrics = dict(last.operationMetrics or {})
     return dict({"version": int(last.version)}, **{name: int(metrics.get(name, 0)) for name in counted})
+
+
+def _content_change(newest, target) -> Tuple[int, int]:
+    """(change in item count, change in digest) that MERGE of ``newest`` into ``target`` makes (same guards)."""
+    from pyspark.sql import functions as F
+
+    t = target.select(F.col(layout.PK).alias("t_pk"), F.col(layout.SK).alias("t_sk"),
+                      F.col(layout.CHANGE_SEQ).alias("t_seq"),
+                      integrity.hash_column(F.col(layout.ITEM)).alias("t_h"))
+    joined = newest.join(t, on=(F.col(layout.PK) == F.col("t_pk")) & F.col(layout.SK).eqNullSafe(F.col("t_sk")),
+                         how="left")
+    matched = F.col("t_pk").isNotNull()
+    applies = ~matched | F.col("t_seq").isNull() | (F.col(layout.CHANGE_SEQ) > F.col("t_seq"))
+    writes = applies & (F.col("event_name") != "REMOVE")
+    removes = applies & matched
+    zero = F.lit(0).cast("decimal(38,0)")
+    row = joined.agg(
+        F.sum(F.when(writes, 1).otherwise(0)).alias("added"),
+        F.sum(F.when(removes, 1).otherwise(0)).alias("removed"),
+        F.sum(F.when(writes, integrity.hash_column(F.col(layout.ITEM))).otherwise(zero)).alias("added_d"),
+        F.sum(F.when(removes, F.col("t_h")).otherwise(zero)).alias("removed_d")).first()
+    return (int(row["added"] or 0) - int(row["removed"] or 0),
+            int(row["added_d"] or 0) - int(row["removed_d"] or 0))

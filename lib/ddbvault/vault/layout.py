@@ -6,6 +6,7 @@
     <vault>/_ddbvault/table.json   the newest table description (a copy; each export commit carries its own)
     <vault>/_ddbvault/runs/        one JSON record per job run, success or failure
     <vault>/_ddbvault/restores/    per-restore completion markers (resumable restores)
+    <vault>/_ddbvault/versions/    per version: item count and content digest (see vault.integrity)
     <vault>/_ddbvault/writer.lock  the lease of the one export or merge writing the vault now
     <vault>/_ddbvault/staging/     a merge's stream records between reading and committing them
 """

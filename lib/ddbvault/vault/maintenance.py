@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ddbvault.errors import UsageError
-from ddbvault.vault import changelog, items
+from ddbvault.vault import changelog, integrity, items
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,28 @@ def properties(retention_days: float) -> Dict[str, str]:
             "delta.deletedFileRetentionDuration": f"interval {hours} hours"}
 
 
-def ensure(spark, vault: str, retention_days: float) -> None:
-    """Table properties the merge relies on: deletion vectors on items, the retention window on both."""
+def ensure(spark, vault: str, retention_days: float, region: Optional[str] = None) -> None:
+    """Table properties the merge relies on: deletion vectors on items, the retention window on both. A property
+    commit to items changes no content: the integrity record carries over to it."""
+    from delta.tables import DeltaTable
+
+    before = int(DeltaTable.forPath(spark, items.path(vault)).history(1).select("version").first()[0])
     items.ensure_properties(spark, items.path(vault), dict(items.TABLE_PROPERTIES, **properties(retention_days)))
-    if changelog.exists(spark, vault):
+    _carry_record(spark, vault, before, region)
+    if changelog.exists(spark, vault, region):
         items.ensure_properties(spark, changelog.path(vault), properties(retention_days))
+
+
+def _carry_record(spark, vault: str, before: int, region: Optional[str]) -> None:
+    """Copy version ``before``'s integrity record to the versions committed since (same content)."""
+    from delta.tables import DeltaTable
+
+    content = integrity.recorded(vault, before, region)
+    newest = int(DeltaTable.forPath(spark, items.path(vault)).history(1).select("version").first()[0])
+    if content is not None:
+        for version in range(before + 1, newest + 1):
+            integrity.record(vault, version, int(content["items"]), int(content["digest"]), region,
+                             job="maintenance")
 
 
 def _files(spark, location: str) -> int:
@@ -49,17 +66,17 @@ def _files(spark, location: str) -> int:
     return int(DeltaTable.forPath(spark, location).detail().select("numFiles").first()[0] or 0)
 
 
-def maintain(spark, vault: str, retention_days: float, compact_files: int = DEFAULT_COMPACT_FILES
-             ) -> Dict[str, Any]:
+def maintain(spark, vault: str, retention_days: float, compact_files: int = DEFAULT_COMPACT_FILES,
+             region: Optional[str] = None) -> Dict[str, Any]:
     """Compact, purge and vacuum when ``items`` has grown past ``compact_files`` files; the figures."""
     from delta.tables import DeltaTable
 
-    ensure(spark, vault, retention_days)
+    ensure(spark, vault, retention_days, region)
     before = _files(spark, items.path(vault))
     if before <= compact_files:
         return {"items_files": before, "compacted": False}
-    last = DeltaTable.forPath(spark, items.path(vault)).history(1).select("userMetadata").first()[0]
-    with items.commit_metadata(spark, last or ""):  # maintenance commits keep the state they found
+    last = DeltaTable.forPath(spark, items.path(vault)).history(1).select("version", "userMetadata").first()
+    with items.commit_metadata(spark, last.userMetadata or ""):  # maintenance commits keep the state they found
         DeltaTable.forPath(spark, items.path(vault)).optimize().executeCompaction()
         spark.sql(f"REORG TABLE delta.`{items.path(vault)}` APPLY (PURGE)")
     last_log = DeltaTable.forPath(spark, changelog.path(vault)).history(1).select("userMetadata").first()[0]
@@ -73,6 +90,7 @@ def maintain(spark, vault: str, retention_days: float, compact_files: int = DEFA
         DeltaTable.forPath(spark, changelog.path(vault)).vacuum(hours)
     finally:
         spark.conf.set(RETENTION_CHECK_CONF, check)
+    _carry_record(spark, vault, int(last.version), region)  # compaction and purge rewrite files, not content
     after = _files(spark, items.path(vault))
     log.info("compacted %s: items %d -> %d files; vacuumed files older than %.0f hours", vault, before, after,
              hours)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
 
 from ddbvault.errors import UsageError, VaultError
-from ddbvault.vault import changelog, items, layout, metadata
+from ddbvault.vault import changelog, integrity, items, layout, metadata
 
 ONE_SECOND = timedelta(seconds=1)
 
@@ -28,7 +28,7 @@ class VaultView:
     version: int             # the Delta version read (the base version for a point in time)
     label: str               # "v<version>" or "t<epoch seconds>"
     as_of_time: Optional[str] = None
-    changes_applied: Optional[int] = None
+    integrity: Optional[Dict[str, Any]] = None  # the check of the version read (see vault.integrity)
 
 
 def _t(text: str) -> datetime:
@@ -78,7 +78,8 @@ def view(spark, vault: str, version: Optional[int] = None, as_of_time: Optional[
         raise VaultError(f"{vault} holds no items table yet: run export_table first")
     if as_of_time is None:
         found, meta = metadata.table_meta_at(spark, vault, version)
-        return VaultView(items.read(spark, vault, found), meta, found, f"v{found}")
+        frame = items.read(spark, vault, found)
+        return VaultView(frame, meta, found, f"v{found}", integrity=integrity.check(vault, found, frame, region))
     moment = as_of_time.astimezone(timezone.utc)
     end = moment.replace(microsecond=0) + ONE_SECOND
     spans = answerable(changelog.newest_checkpoint(spark, vault, region))
@@ -99,5 +100,7 @@ def view(spark, vault: str, version: Optional[int] = None, as_of_time: Optional[
                                & (F.col(layout.CHANGE_TIME) >= F.lit(since)))
     newest = changelog.newest_per_key(changes)
     _, meta = metadata.table_meta_at(spark, vault, base["version"])
-    frame = apply_changes(items.read(spark, vault, base["version"]), newest)
-    return VaultView(frame, meta, base["version"], f"t{int(end.timestamp()) - 1}", moment.isoformat())
+    base_frame = items.read(spark, vault, base["version"])
+    checked = integrity.check(vault, base["version"], base_frame, region)
+    return VaultView(apply_changes(base_frame, newest), meta, base["version"], f"t{int(end.timestamp()) - 1}",
+                     moment.isoformat(), checked)
