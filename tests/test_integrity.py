@@ -107,3 +107,20 @@ def test_a_newest_commit_truncated_to_nothing_is_refused(spark, two_versions):
         restore_table(RestoreOptions(vault=vault, table=name("int-rep"), region=REGION_B, max_write_units=1000),
                       Run(job="restore_table"), spark)
     assert layout.ITEMS_DIR in os.listdir(vault)
+
+
+def test_a_malformed_stamp_and_a_garbled_commit_say_what_to_do(spark, two_versions):
+    vault = two_versions
+    stamp = os.path.join(vault, layout.META_DIR, "format.json")
+    with open(stamp, encoding="utf-8") as handle:
+        good = handle.read()
+    with open(stamp, "w", encoding="utf-8") as handle:
+        handle.write(good[: len(good) // 2])
+    restore_refused(spark, vault, r"format.json is damaged: it is not valid JSON .* put back an earlier copy")
+    with open(stamp, "w", encoding="utf-8") as handle:
+        handle.write(good)
+
+    with open(commit_file(vault, 1), "w", encoding="utf-8") as handle:
+        handle.write("this is not a Delta commit\n")
+    drop_local_checksums(vault)
+    restore_refused(spark, vault, r"(the Delta log of .* cannot be read|version 1 is damaged|cannot be read whole)")

@@ -116,15 +116,27 @@ def commits(spark, path: str, limit: Optional[int] = None) -> List[Dict[str, Any
     Commits without ddbvault metadata (another writer's, or maintenance without it) are left out."""
     from delta.tables import DeltaTable
 
-    table = DeltaTable.forPath(spark, path)
-    history = table.history(limit) if limit else table.history()
+    try:
+        table = DeltaTable.forPath(spark, path)
+        history = table.history(limit) if limit else table.history()
+        rows = history.select("version", "timestamp", "userMetadata").orderBy("version", ascending=False).collect()
+    except Exception as exc:
+        raise damaged_log(path, exc) from exc
     out = []
-    for row in history.select("version", "timestamp", "userMetadata").orderBy("version", ascending=False) \
-            .collect():
+    for row in rows:
         meta = parse_commit(row.userMetadata)
         if meta is not None:
             out.append({"version": int(row.version), "timestamp": row.timestamp, "meta": meta})
     return out
+
+
+def damaged_log(path: str, exc: BaseException) -> VaultError:
+    """The error for a Delta log that cannot be read (a corrupt or half-written commit file)."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString()) if java is not None else str(exc)
+    first = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+    return VaultError(f"the Delta log of {path} cannot be read ({first}): the vault is damaged; restore its "
+                      f"_delta_log files from S3 versioning, or start a new vault path with export_table")
 
 
 def newest_commit(spark, path: str) -> Optional[Dict[str, Any]]:
@@ -143,10 +155,13 @@ def table_meta_at(spark, vault: str, version: Optional[int] = None) -> Tuple[int
     from pyspark.sql import functions as F
 
     items = layout.join(vault, layout.ITEMS_DIR)
-    if not DeltaTable.isDeltaTable(spark, items):
+    if not store.delta_table_exists(items):
         raise VaultError(f"{vault} holds no items table yet: run export_table first")
-    history = DeltaTable.forPath(spark, items).history().select("version", "userMetadata")
-    newest = history.agg(F.max("version")).first()[0]
+    try:
+        history = DeltaTable.forPath(spark, items).history().select("version", "userMetadata").cache()
+        newest = history.agg(F.max("version")).first()[0]
+    except Exception as exc:
+        raise damaged_log(items, exc) from exc
     if version is not None:
         if version < 0 or version > newest:
             raise VaultError(f"{vault} has versions 0..{newest}; --as-of-version {version} is not one of them")

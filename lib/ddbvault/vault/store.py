@@ -83,7 +83,13 @@ def write_text(uri: str, text: str, region: Optional[str] = None) -> None:
 
 def read_json(uri: str, region: Optional[str] = None) -> Optional[Any]:
     text = read_text(uri, region)
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise VaultError(f"{uri} is damaged: it is not valid JSON ({exc}); put back an earlier copy of it (S3 "
+                         f"versioning keeps them), or start a new vault path with export_table") from exc
 
 
 def write_json(uri: str, value: Any, region: Optional[str] = None) -> None:
