@@ -51,6 +51,7 @@ def vault_rows(spark, n: int, item_bytes: int):
             .withColumn(layout.CHANGE_TIME, F.lit(SCAN_STARTED).cast("timestamp"))
             .withColumn(layout.CHANGE_SEQ, F.lit(None).cast("string"))
             .withColumn(layout.RUN_ID, F.lit("bench-export"))
+            .withColumn(layout.ITEM_DIGEST, integrity.share_column(F.col(layout.ITEM)))
             .select(*layout.ITEM_COLUMNS))
 
 

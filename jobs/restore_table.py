@@ -33,6 +33,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="write budget as a percent of the new table's write capacity; default 80")
     parser.add_argument("--existing-table", action="store_true",
                         help="load into an existing table of that name (its key schema must match)")
+    parser.add_argument("--allow-other-indexes", action="store_true",
+                        help="with --existing-table: load a table whose indexes differ from the vault's table")
     parser.add_argument("--rollback-source", action="store_true",
                         help="allow loading the vault into the very table it protects (rolls it back; see README)")
     parser.add_argument("--kms-key", help="KMS key ARN of the recovery region (default: the AWS-owned key)")
@@ -49,7 +51,8 @@ def body(args: argparse.Namespace, run) -> None:
         vault=args.vault, table=args.table, region=aws.resolve_region(args.region), vault_region=args.vault_region,
         as_of_version=args.as_of_version, as_of_time=args.as_of_time,
         max_write_units=args.max_write_units, write_percent=args.write_percent,
-        existing_table=args.existing_table, rollback_source=args.rollback_source, kms_key=args.kms_key,
+        existing_table=args.existing_table, rollback_source=args.rollback_source,
+        allow_other_indexes=args.allow_other_indexes, kms_key=args.kms_key,
         billing_mode=args.billing_mode,
         writers_per_task=args.writers_per_task, max_attempts=args.max_retries), run)
 

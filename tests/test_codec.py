@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ddbvault import codec
 from ddbvault.codec import ItemCodecError
 from ddbvault.errors import DdbVaultError
-from ddbvault.vault import layout
+from ddbvault.vault import integrity, layout
 
 WIDE = decimal.Context(prec=400, Emax=10**6, Emin=-(10**6))
 
@@ -454,7 +454,7 @@ def test_round_trip_through_delta(spark, tmp_path):
     expected = {}
     for item in items:
         pk, sk, text, size = codec.to_vault_record(item, "pk", "sk")
-        rows.append((pk, sk, text, size, layout.SOURCE_EXPORT, when, None, "t"))
+        rows.append((pk, sk, text, size, layout.SOURCE_EXPORT, when, None, "t", integrity.item_hash(text)))
         expected[(pk, sk)] = (codec.decode_item(codec.encode_item(item)), size, text)
     path = str(tmp_path / "items")
     spark.createDataFrame(rows, layout.items_schema()).write.format("delta").save(path)

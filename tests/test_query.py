@@ -44,7 +44,7 @@ def items_df(spark):
     rows = []
     for item in ITEMS:
         pk, sk, text, size = codec.to_vault_record(item, "id", None)
-        rows.append((pk, sk, text, size, layout.SOURCE_EXPORT, dt.datetime(2024, 1, 1), None, "t"))
+        rows.append((pk, sk, text, size, layout.SOURCE_EXPORT, dt.datetime(2024, 1, 1), None, "t", None))
     return spark.createDataFrame(rows, layout.items_schema())
 
 

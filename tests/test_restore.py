@@ -230,12 +230,20 @@ def test_existing_table_with_the_same_schema_needs_the_flag(spark, clients, sour
         restore(spark, vault, replica)
     assert table_texts(ddb_b, replica) == texts(mine)
 
-    summary = restore(spark, vault, replica, existing_table=True)
+    with pytest.raises(TableError, match=r"has other indexes than the vault's table \(GSI by_owner: in the vault's "
+                                         r"table, not in this one; LSI by_rank: in the vault's table, not in this "
+                                         r"one\); it was left untouched"):
+        restore(spark, vault, replica, existing_table=True)
+    assert table_texts(ddb_b, replica) == texts(mine)
+    summary = restore(spark, vault, replica, existing_table=True, allow_other_indexes=True)
 
     # --existing-table makes the table equal the vault: the item the vault does not hold goes.
     assert table_texts(ddb_b, replica) == expected
     assert summary["table_created"] is False and summary["mode"] == "repair"
     assert (summary["repaired_puts"], summary["repaired_deletes"]) == (N_ITEMS, 1)
+    differences = [n for n in summary["notes"] if n.startswith("the existing table differs")]
+    assert "the existing table differs from the vault's: billing mode: vault PROVISIONED, table PAY_PER_REQUEST" \
+        in differences and len(differences) >= 4
 
 
 def test_the_repair_verify_recommends_makes_the_next_verify_exact(spark, clients, source, replica):

@@ -132,10 +132,10 @@ def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int],
                 consistent_read=plan.consistent_read, raw_json=True):
             for item in page.items:
                 pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
-                if content_counter is not None:
-                    count += 1
-                    digest += integrity.item_hash(text)
-                yield (pk, sk, text, size, layout.SOURCE_EXPORT, plan.change_time, None, plan.run_id)
+                share = integrity.item_hash(text)
+                count += 1
+                digest += share
+                yield (pk, sk, text, size, layout.SOURCE_EXPORT, plan.change_time, None, plan.run_id, share)
             consumed += page.consumed
             sender.add(items=len(page.items), units=page.consumed, parts_done=1 if page.done else 0)
     finally:

@@ -31,7 +31,7 @@ from ddbvault.changes import records, shards, streams
 from ddbvault.dynamo import retry
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import StreamGapError, TableError, UsageError, VaultError, raising_executor_errors
-from ddbvault.vault import changelog, items, layout, lock, maintenance, metadata, store
+from ddbvault.vault import changelog, integrity, items, layout, lock, maintenance, metadata, store
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,8 @@ def apply_batches(spark, vault: str, run_id: str, *, export: Dict[str, Any], che
         source = logged.where((F.col(changelog.BATCH) > after) & (F.col(changelog.BATCH) <= batch))
     newest = changelog.newest_per_key(source).select(
         layout.PK, layout.SK, "event_name", layout.ITEM, layout.ITEM_SIZE, layout.CHANGE_TIME, layout.CHANGE_SEQ,
-        F.lit(run_id).alias(layout.RUN_ID), F.lit(layout.SOURCE_STREAM).alias(layout.SOURCE))
+        F.lit(run_id).alias(layout.RUN_ID), F.lit(layout.SOURCE_STREAM).alias(layout.SOURCE),
+        integrity.share_column(F.col(layout.ITEM)).alias(layout.ITEM_DIGEST))
     state = {"export": export, "batch": batch, "replayed": True, "upper": cut.isoformat()}
     if check is not None:
         check()

@@ -41,6 +41,7 @@ class RestoreOptions:
     write_percent: Optional[float] = None
     existing_table: bool = False
     rollback_source: bool = False
+    allow_other_indexes: bool = False
     kms_key: Optional[str] = None
     billing_mode: Optional[str] = None
     writers_per_task: int = 4
@@ -153,6 +154,13 @@ def prepare_table(meta: Dict[str, Any], opts: RestoreOptions, existing: Optional
         if not (resuming or opts.existing_table or source):
             raise TableError(f"table {opts.table} already exists in region {opts.region}: pass --existing-table "
                              f"to load into it, or pick another --table")
+        differences = tables.settings_differences(meta, tables.capture(opts.table, opts.region))
+        indexes = tables.index_differences(differences)
+        if indexes and not opts.allow_other_indexes:
+            raise TableError(f"table {opts.table} in region {opts.region} has other indexes than the vault's table "
+                             f"({'; '.join(indexes)}); it was left untouched: restore into a new table, or pass "
+                             f"--allow-other-indexes to load it as it is")
+        notes.extend(f"the existing table differs from the vault's: {d}" for d in differences)
         return tables.wait_active(opts.table, opts.region), False
     request, create_notes = tables.create_request(meta, opts.table, mode=opts.billing_mode, kms_key=opts.kms_key)
     notes.extend(create_notes)

@@ -184,6 +184,9 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
         replica = replica_items(spark, plan, groups, units)
         with raising_executor_errors():
             result = summarize(compare(vault_items, replica, ttl_attribute), opts.examples)
+    run.summary["settings_differences"] = tables.settings_differences(meta, tables.capture(opts.table, opts.region))
+    for difference in run.summary["settings_differences"]:
+        log.warning("verify %s: settings differ from the vault's table: %s", opts.table, difference)
     run.summary.update({
         "vault_items": result[SAME] + result[MISSING] + result[DIFFERENT] + result[EXPIRED],
         "replica_items": result[SAME] + result[EXTRA] + result[DIFFERENT],

@@ -301,3 +301,45 @@ def key_schema_matches(meta: Dict[str, Any], existing: Dict[str, Any]) -> bool:
         return sorted((k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], "?"))
                       for k in description["KeySchema"])
     return shape(meta["table"]) == shape(existing)
+
+
+def _indexes(description: Dict[str, Any], kind: str) -> Dict[str, Any]:
+    return {i["IndexName"]: {"KeySchema": i.get("KeySchema"), "Projection": i.get("Projection")}
+            for i in description.get(kind, []) or []}
+
+
+def settings_differences(vault_meta: Dict[str, Any], table_meta: Dict[str, Any]) -> List[str]:
+    """What differs between the vault's capture and a table's (both from :func:`capture`): key schema, indexes,
+    billing mode, stream, TTL and tags; one readable line each, empty when they agree."""
+    want, have = vault_meta["table"], table_meta["table"]
+    out: List[str] = []
+    if want.get("KeySchema") != have.get("KeySchema"):
+        out.append(f"key schema: vault {want.get('KeySchema')}, table {have.get('KeySchema')}")
+    for kind, label in (("GlobalSecondaryIndexes", "GSI"), ("LocalSecondaryIndexes", "LSI")):
+        a, b = _indexes(want, kind), _indexes(have, kind)
+        out.extend(f"{label} {n}: in the vault's table, not in this one" for n in sorted(set(a) - set(b)))
+        out.extend(f"{label} {n}: in this table, not in the vault's" for n in sorted(set(b) - set(a)))
+        out.extend(f"{label} {n}: keys or projection differ" for n in sorted(set(a) & set(b)) if a[n] != b[n])
+    if billing_mode(want) != billing_mode(have):
+        out.append(f"billing mode: vault {billing_mode(want)}, table {billing_mode(have)}")
+    if stream_view(want) != stream_view(have):
+        out.append(f"stream: vault {stream_view(want) or 'off'}, table {stream_view(have) or 'off'}")
+    ttl_want = (vault_meta.get("time_to_live") or {})
+    ttl_have = (table_meta.get("time_to_live") or {})
+
+    def ttl(found: Dict[str, Any]) -> Optional[str]:
+        return found.get("AttributeName") if found.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") else None
+
+    if vault_meta.get("time_to_live") is not None and table_meta.get("time_to_live") is not None \
+            and ttl(ttl_want) != ttl(ttl_have):
+        out.append(f"TTL: vault {ttl(ttl_want) or 'off'}, table {ttl(ttl_have) or 'off'}")
+    if vault_meta.get("tags") is not None and table_meta.get("tags") is not None:
+        tags_want = {t["Key"]: t["Value"] for t in vault_meta["tags"]}
+        tags_have = {t["Key"]: t["Value"] for t in table_meta["tags"]}
+        if tags_want != tags_have:
+            out.append(f"tags: vault {dict(sorted(tags_want.items()))}, table {dict(sorted(tags_have.items()))}")
+    return out
+
+
+def index_differences(differences: List[str]) -> List[str]:
+    return [d for d in differences if d.startswith(("GSI ", "LSI "))]

@@ -35,6 +35,11 @@ def hash_column(item_col):
     return F.conv(F.substring(F.sha2(item_col, 256), 1, HASH_HEX), 16, 10).cast("decimal(38,0)")
 
 
+def share_column(item_col):
+    """Spark: the item's share as a long (60 bits fit), for the items table's ``item_digest`` column."""
+    return hash_column(item_col).cast("long")
+
+
 def measure(frame) -> Tuple[int, int]:
     """(item count, digest) of an items DataFrame: one aggregate."""
     from pyspark.sql import functions as F

@@ -137,13 +137,14 @@ def merge_changes(spark, vault: str, newest, user_metadata: str, region: Optiona
     return dict({"version": int(last.version)}, **{name: int(metrics.get(name, 0)) for name in counted})
 
 
-def _content_change(newest, target) -> Tuple[int, int]:
+def _content_change(newest, target) -> Optional[Tuple[int, int]]:
     """(change in item count, change in digest) that MERGE of ``newest`` into ``target`` makes (same guards)."""
     from pyspark.sql import functions as F
 
+    # The target's shares come from its item_digest column: the item text of the table is never read.
     t = target.select(F.col(layout.PK).alias("t_pk"), F.col(layout.SK).alias("t_sk"),
                       F.col(layout.CHANGE_SEQ).alias("t_seq"),
-                      integrity.hash_column(F.col(layout.ITEM)).alias("t_h"))
+                      F.col(layout.ITEM_DIGEST).cast("decimal(38,0)").alias("t_h"))
     joined = newest.join(t, on=(F.col(layout.PK) == F.col("t_pk")) & F.col(layout.SK).eqNullSafe(F.col("t_sk")),
                          how="left")
     matched = F.col("t_pk").isNotNull()
@@ -154,7 +155,10 @@ def _content_change(newest, target) -> Tuple[int, int]:
     row = joined.agg(
         F.sum(F.when(writes, 1).otherwise(0)).alias("added"),
         F.sum(F.when(removes, 1).otherwise(0)).alias("removed"),
-        F.sum(F.when(writes, integrity.hash_column(F.col(layout.ITEM))).otherwise(zero)).alias("added_d"),
-        F.sum(F.when(removes, F.col("t_h")).otherwise(zero)).alias("removed_d")).first()
+        F.sum(F.when(writes, F.col(layout.ITEM_DIGEST).cast("decimal(38,0)")).otherwise(zero)).alias("added_d"),
+        F.sum(F.when(removes, F.col("t_h")).otherwise(zero)).alias("removed_d"),
+        F.sum(F.when(removes & F.col("t_h").isNull(), 1).otherwise(0)).alias("unknown")).first()
+    if row["unknown"]:
+        return None  # rows written before item_digest existed: this version cannot be recorded
     return (int(row["added"] or 0) - int(row["removed"] or 0),
             int(row["added_d"] or 0) - int(row["removed_d"] or 0))

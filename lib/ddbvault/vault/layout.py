@@ -28,12 +28,13 @@ SOURCE = "source"            # where the row's state came from: "export" or "str
 CHANGE_TIME = "change_time"  # export: scan start; stream: ApproximateCreationDateTime (UTC)
 CHANGE_SEQ = "change_seq"    # stream order: shard generation (6 digits) + SequenceNumber (40 digits); null: export
 RUN_ID = "run_id"            # the job run that wrote the row
+ITEM_DIGEST = "item_digest"  # the item's share of the version's integrity digest (see vault.integrity)
 
 SOURCE_EXPORT = "export"
 SOURCE_STREAM = "stream"
 SEQ_WIDTH = 40
 
-ITEM_COLUMNS = (PK, SK, ITEM, ITEM_SIZE, SOURCE, CHANGE_TIME, CHANGE_SEQ, RUN_ID)
+ITEM_COLUMNS = (PK, SK, ITEM, ITEM_SIZE, SOURCE, CHANGE_TIME, CHANGE_SEQ, RUN_ID, ITEM_DIGEST)
 
 
 def items_schema():
@@ -49,6 +50,7 @@ def items_schema():
         T.StructField(CHANGE_TIME, T.TimestampType(), False),
         T.StructField(CHANGE_SEQ, T.StringType(), True),
         T.StructField(RUN_ID, T.StringType(), False),
+        T.StructField(ITEM_DIGEST, T.LongType(), True),
     ])
 
 

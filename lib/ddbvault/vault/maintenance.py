@@ -14,7 +14,7 @@ import math
 from typing import Any, Dict, Optional
 
 from ddbvault.errors import UsageError
-from ddbvault.vault import changelog, integrity, items
+from ddbvault.vault import changelog, integrity, items, layout
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def ensure(spark, vault: str, retention_days: float, region: Optional[str] = Non
 
     before = int(DeltaTable.forPath(spark, items.path(vault)).history(1).select("version").first()[0])
     items.ensure_properties(spark, items.path(vault), dict(items.TABLE_PROPERTIES, **properties(retention_days)))
+    if layout.ITEM_DIGEST not in DeltaTable.forPath(spark, items.path(vault)).toDF().columns:  # an older vault
+        spark.sql(f"ALTER TABLE delta.`{items.path(vault)}` ADD COLUMNS ({layout.ITEM_DIGEST} BIGINT)")
     _carry_record(spark, vault, before, region)
     if changelog.exists(spark, vault, region):
         items.ensure_properties(spark, changelog.path(vault), properties(retention_days))

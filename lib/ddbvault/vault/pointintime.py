@@ -56,6 +56,7 @@ def apply_changes(base, newest):
     from pyspark.sql import functions as F
 
     b = base.select(*[F.col(c).alias("b_" + c) for c in layout.ITEM_COLUMNS])
+    newest = newest.withColumn(layout.ITEM_DIGEST, integrity.share_column(F.col(layout.ITEM)))
     n = newest.select(*[F.col(c).alias("n_" + c) for c in (*layout.ITEM_COLUMNS, "event_name") if c != layout.SOURCE])
     joined = b.join(n, on=(F.col("b_pk") == F.col("n_pk")) & F.col("b_sk").eqNullSafe(F.col("n_sk")), how="full_outer")
     takes = F.col("n_pk").isNotNull() & (F.col("b_pk").isNull() | F.col("b_change_seq").isNull()
