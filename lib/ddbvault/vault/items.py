@@ -138,27 +138,36 @@ def merge_changes(spark, vault: str, newest, user_metadata: str, region: Optiona
 
 
 def _content_change(newest, target) -> Optional[Tuple[int, int]]:
-    """(change in item count, change in digest) that MERGE of ``newest`` into ``target`` makes (same guards)."""
+    """(change in item count, change in digest) that MERGE of ``newest`` into ``target`` makes (same guards).
+
+    The changes (a few thousand rows, narrow columns) are broadcast to the scan of the target's key, order and
+    digest columns: no shuffle of the table, and its item text is never read.
+    """
     from pyspark.sql import functions as F
 
-    # The target's shares come from its item_digest column: the item text of the table is never read.
+    decimal = "decimal(38,0)"
+    writes_all = F.col("event_name") != "REMOVE"
+    s = newest.select(layout.PK, layout.SK, F.col(layout.CHANGE_SEQ).alias("s_seq"), "event_name",
+                      F.col(layout.ITEM_DIGEST).cast(decimal).alias("s_h"))
+    every = s.agg(F.sum(F.when(writes_all, 1).otherwise(0)).alias("n"),
+                  F.sum(F.when(writes_all, F.col("s_h"))).alias("d")).first()
     t = target.select(F.col(layout.PK).alias("t_pk"), F.col(layout.SK).alias("t_sk"),
-                      F.col(layout.CHANGE_SEQ).alias("t_seq"),
-                      F.col(layout.ITEM_DIGEST).cast("decimal(38,0)").alias("t_h"))
-    joined = newest.join(t, on=(F.col(layout.PK) == F.col("t_pk")) & F.col(layout.SK).eqNullSafe(F.col("t_sk")),
-                         how="left")
-    matched = F.col("t_pk").isNotNull()
-    applies = ~matched | F.col("t_seq").isNull() | (F.col(layout.CHANGE_SEQ) > F.col("t_seq"))
-    writes = applies & (F.col("event_name") != "REMOVE")
-    removes = applies & matched
-    zero = F.lit(0).cast("decimal(38,0)")
-    row = joined.agg(
-        F.sum(F.when(writes, 1).otherwise(0)).alias("added"),
-        F.sum(F.when(removes, 1).otherwise(0)).alias("removed"),
-        F.sum(F.when(writes, F.col(layout.ITEM_DIGEST).cast("decimal(38,0)")).otherwise(zero)).alias("added_d"),
-        F.sum(F.when(removes, F.col("t_h")).otherwise(zero)).alias("removed_d"),
-        F.sum(F.when(removes & F.col("t_h").isNull(), 1).otherwise(0)).alias("unknown")).first()
+                      F.col(layout.CHANGE_SEQ).alias("t_seq"), F.col(layout.ITEM_DIGEST).cast(decimal).alias("t_h"))
+    matched = t.join(F.broadcast(s), on=(F.col("t_pk") == F.col(layout.PK)) & F.col("t_sk").eqNullSafe(
+        F.col(layout.SK)), how="inner")
+    applies = F.col("t_seq").isNull() | (F.col("s_seq") > F.col("t_seq"))
+    zero = F.lit(0).cast(decimal)
+    row = matched.agg(
+        F.sum(F.when(writes_all, 1).otherwise(0)).alias("matched_writes"),
+        F.sum(F.when(writes_all, F.col("s_h")).otherwise(zero)).alias("matched_writes_d"),
+        F.sum(F.when(applies & writes_all, 1).otherwise(0)).alias("applied_writes"),
+        F.sum(F.when(applies & writes_all, F.col("s_h")).otherwise(zero)).alias("applied_writes_d"),
+        F.sum(F.when(applies, 1).otherwise(0)).alias("removed"),
+        F.sum(F.when(applies, F.col("t_h")).otherwise(zero)).alias("removed_d"),
+        F.sum(F.when(applies & F.col("t_h").isNull(), 1).otherwise(0)).alias("unknown")).first()
     if row["unknown"]:
         return None  # rows written before item_digest existed: this version cannot be recorded
-    return (int(row["added"] or 0) - int(row["removed"] or 0),
-            int(row["added_d"] or 0) - int(row["removed_d"] or 0))
+    # Written: every unmatched insert or update, and the matched ones that pass the guard.
+    added = int(every["n"] or 0) - int(row["matched_writes"] or 0) + int(row["applied_writes"] or 0)
+    added_d = int(every["d"] or 0) - int(row["matched_writes_d"] or 0) + int(row["applied_writes_d"] or 0)
+    return added - int(row["removed"] or 0), added_d - int(row["removed_d"] or 0)
