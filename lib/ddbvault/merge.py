@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from botocore.exceptions import ClientError
 
@@ -122,11 +122,11 @@ def staging_schema():
 
 
 def read_stream(spark, opts: MergeOptions, run_id: str, staging: str, *, stream_arn: str,
-                meta: Dict[str, Any], tasks: List[shards.ShardTask], cut: datetime):
+                keys: Tuple[str, Optional[str]], tasks: List[shards.ShardTask], cut: datetime):
     """Read ``tasks`` on the executors into ``staging``; (change rows DataFrame, {shard: position})."""
     from pyspark.sql import functions as F
 
-    hash_key, range_key = tables.key_names(meta)
+    hash_key, range_key = keys
     plan = streams.ReadPlan(stream_arn, opts.region, hash_key, range_key, cut, run_id, opts.max_attempts)
     rdd = spark.sparkContext.parallelize(tasks, max(1, len(tasks))) \
         .mapPartitions(lambda part: _read_tasks(plan, part))
@@ -145,9 +145,9 @@ def _commit(job: str, run_id: str, **fields: Any) -> str:
     return metadata.commit_metadata(job, run_id, **fields)
 
 
-def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: Optional[datetime] = None
-               ) -> Dict[str, Any]:
-    """One batch (see the module docstring); returns its figures."""
+def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: Optional[datetime] = None, *,
+               keys: Tuple[str, Optional[str]]) -> Dict[str, Any]:
+    """One batch (see the module docstring); returns its figures. ``keys``: the table's (hash, range) key."""
 
     started = time.time()
     cut = whole_second(until or datetime.now(timezone.utc))
@@ -155,7 +155,6 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
     if state is None or not state.get("export"):
         raise VaultError(f"{opts.vault} holds no export of {opts.table} yet: run export_table first")
     export = state["export"]
-    _, meta = metadata.table_meta_at(spark, opts.vault, export["version"])
     stream = _check_stream(opts, export)
     arn = stream["StreamArn"]
     previous = changelog.newest_checkpoint(spark, opts.vault, opts.vault_region)
@@ -201,7 +200,7 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
     tasks = shards.plan(stream.get("Shards", []), checkpoint)
     staging = layout.join(opts.vault, layout.META_DIR, "staging", f"{run.run_id}-{last_batch + 1}")
     try:
-        rows, positions = read_stream(spark, opts, run.run_id, staging, stream_arn=arn, meta=meta, tasks=tasks,
+        rows, positions = read_stream(spark, opts, run.run_id, staging, stream_arn=arn, keys=keys, tasks=tasks,
                                        cut=cut)
         next_shards = shards.next_checkpoint(stream.get("Shards", []), checkpoint, tasks, positions)
         batch = last_batch + 1
@@ -308,7 +307,8 @@ def merge_increments(opts: MergeOptions, run, spark=None) -> Dict[str, Any]:
     if opts.follow_s is not None and opts.until is not None:
         raise UsageError("--until and --follow exclude each other: --until is for one merge up to a moment")
     maintenance.check_retention(opts.retention_days)
-    metadata.read_stamp(opts.vault, opts.vault_region)
+    stamp = metadata.read_stamp(opts.vault, opts.vault_region)
+    keys = tables.key_names({"table": {"KeySchema": stamp["key_schema"]}})  # the stamp's: no history walk
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault})
     spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
@@ -318,7 +318,7 @@ def merge_increments(opts: MergeOptions, run, spark=None) -> Dict[str, Any]:
             maintenance.ensure(spark, opts.vault, opts.retention_days, opts.vault_region)
         merges = 0
         while True:
-            figures = merge_once(spark, opts, run, writer, opts.until)
+            figures = merge_once(spark, opts, run, writer, opts.until, keys=keys)
             merges += 1
             figures.update(maintenance.maintain(spark, opts.vault, opts.retention_days, opts.compact_files,
                                                 opts.vault_region))

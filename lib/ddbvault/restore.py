@@ -216,7 +216,9 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
 
     items = view.frame
     if manifest is None:
-        count = items.count()
+        checked = view.integrity or {}
+        # The integrity check already counted this very version (not so a point in time: base plus changes).
+        count = checked["items"] if checked.get("status") == "ok" and view.as_of_time is None else items.count()
         manifest = {"restore_id": rid, "table": opts.table, "region": opts.region, "table_arn": target["TableArn"],
                     "vault_version": version, "as_of_time": view.as_of_time, "items": count,
                     "partitions": partitions_for(count, spark.sparkContext.defaultParallelism),

@@ -70,10 +70,10 @@ def _files(spark, location: str) -> int:
 
 def maintain(spark, vault: str, retention_days: float, compact_files: int = DEFAULT_COMPACT_FILES,
              region: Optional[str] = None) -> Dict[str, Any]:
-    """Compact, purge and vacuum when ``items`` has grown past ``compact_files`` files; the figures."""
+    """Compact, purge and vacuum when ``items`` has grown past ``compact_files`` files; the figures. The table
+    properties are the merge job's to set, once (:func:`ensure`)."""
     from delta.tables import DeltaTable
 
-    ensure(spark, vault, retention_days, region)
     before = _files(spark, items.path(vault))
     if before <= compact_files:
         return {"items_files": before, "compacted": False}
