@@ -43,7 +43,7 @@ smoke: setup ## the cross-version smoke tests only (use with SPARK=4.0)
 PY39 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python) $(shell python3.9 -c 'import sys; print(sys.executable)' 2>/dev/null))
 
 lint: setup ## ruff targeting Python 3.9 (EMR 7's interpreter), and a real 3.9 compile of lib/ and jobs/ if one is here
-	$(VENV)/bin/ruff check lib jobs tests bench demo
+	$(VENV)/bin/ruff check lib jobs tests bench demo standins
 	@if [ -n "$(PY39)" ]; then $(PY39) -c "import pathlib, sys; [compile(p.read_text(encoding='utf-8'), str(p), 'exec') for d in ('lib', 'jobs') for p in pathlib.Path(d).rglob('*.py')]; print('Python', sys.version.split()[0], 'compiles lib/ and jobs/')"; fi
 
 demo: setup ## the whole DR cycle on loopback: export, outage, restore, verify

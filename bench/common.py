@@ -29,7 +29,7 @@ REGION = "us-east-1"
 SEED = 20240501
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "lib"))
-sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
+sys.path.insert(0, os.path.join(REPO_ROOT, "standins"))
 
 from servers import aws_environment, free_port, running  # noqa: E402
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "lib")]
+sys.path[:0] = [os.path.join(ROOT, "standins"), os.path.join(ROOT, "lib")]
 
 import boto3  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""tests/faultproxy.py run as a separate process and steered through its control endpoint."""
+"""standins/faultproxy.py run as a separate process and steered through its control endpoint."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,8 @@ from servers import REGION_A
 
 @pytest.fixture
 def proxy_process(aws_endpoint):
-    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "faultproxy.py")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "standins", "faultproxy.py")
     proc = subprocess.Popen([sys.executable, script, "--target", aws_endpoint, "--rule", "ListTables:throttle:first=2",
                              "--record"], stdout=subprocess.PIPE, text=True)
     try:

@@ -17,7 +17,7 @@ always. The first rule that fires decides. Counters: requests per operation, and
 ``injected``. ``record=True`` keeps every request body (parsed JSON) per operation for assertions.
 
 In-process: ``with FaultProxy(moto_url) as proxy: proxy.set_rules([...])``. Across processes (Spark
-executors, jobs run as subprocesses): ``python tests/faultproxy.py --target URL --port P --rule
+executors, jobs run as subprocesses): ``python standins/faultproxy.py --target URL --port P --rule
 'Scan:throttle:first=3'`` and change rules at run time with ``POST /__faults__`` (JSON
 ``{"rules": [...], "record": bool, "reset": bool}``); ``GET /__faults__`` returns counters and
 ``GET /__faults__/requests`` the recorded bodies. Stdlib only.
