@@ -210,6 +210,9 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     elapsed = time.time() - started
 
     last = DeltaTable.forPath(spark, items_path).history(1).first()
+    # The capture in a file of the vault's own: Delta's log cleanup will delete this commit's userMetadata.
+    metadata.record_capture(opts.vault, int(last.version), meta, opts.vault_region, job=run.job,
+                            run_id=run.run_id, scan_started=scan_started.isoformat())
     written = int((last.operationMetrics or {}).get("numOutputRows", 0))
     scanned, digest = content.value
     if written != scanned:

@@ -1,8 +1,11 @@
 """The vault's identity, its table descriptions, and its run history.
 
-Each export commit to ``items`` carries the full table capture in Delta's commit ``userMetadata``, so a restore
-``--as-of-version N`` rebuilds the table exactly as it was captured with that version's items, atomically with
-them (no side file can disagree with the data). ``_ddbvault/table.json`` keeps a readable copy of the newest.
+Each export keeps its table capture (DescribeTable, TTL, tags, PITR) in a file of the vault's own,
+``_ddbvault/captures/v<version>.json`` (the Delta version the export committed), written right after its commit:
+Delta's log cleanup deletes commit files older than ``delta.logRetentionDuration``, and a capture kept only in a
+commit's ``userMetadata`` would go with it. A restore ``--as-of-version N`` takes the newest capture at or before
+N from a listing of that folder. The export commit's ``userMetadata`` still carries the capture too (vaults written
+before the capture files exist are read that way). ``_ddbvault/table.json`` keeps a readable copy of the newest.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from ddbvault.vault import layout, store
 log = logging.getLogger(__name__)
 
 COMMIT_KEY = "ddbvault"
+CAPTURES_DIR = "captures"  # under _ddbvault/: one table capture per export, by version
 
 
 def format_uri(vault: str) -> str:
@@ -147,34 +151,68 @@ def newest_commit(spark, path: str) -> Optional[Dict[str, Any]]:
     return found[0] if found else None
 
 
-def table_meta_at(spark, vault: str, version: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:
-    """(``version``, or the newest version when None; the table capture of the newest commit at or before it that
-    carries one). Commits without a capture (stream merges, maintenance) still count as versions: "the newest"
-    is the newest data, never the last export's."""
+def capture_uri(vault: str, version: int) -> str:
+    return layout.join(vault, layout.META_DIR, CAPTURES_DIR, f"v{version:020d}.json")
+
+
+def record_capture(vault: str, version: int, table_meta: Dict[str, Any], region: Optional[str] = None,
+                   **extra: Any) -> None:
+    """Keep the table capture an export committed as ``version`` (see the module docstring)."""
+    store.write_json(capture_uri(vault, version), dict({"version": version, "table_meta": table_meta}, **extra),
+                     region)
+
+
+def captured_versions(vault: str, region: Optional[str] = None) -> List[int]:
+    """Versions with a capture file, oldest first (one listing of the captures folder)."""
+    names = store.list_names(layout.join(vault, layout.META_DIR, CAPTURES_DIR), region)
+    return sorted(int(n[1:-5]) for n in names if n.startswith("v") and n.endswith(".json") and n[1:-5].isdigit())
+
+
+def latest_version(spark, path: str) -> int:
+    """The newest version of the Delta table at ``path`` (its newest commit only, not the whole history)."""
+    from delta.tables import DeltaTable
+
+    try:
+        return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    except Exception as exc:
+        raise damaged_log(path, exc) from exc
+
+
+def table_meta_at(spark, vault: str, version: Optional[int] = None,
+                  region: Optional[str] = None) -> Tuple[int, Dict[str, Any]]:
+    """(``version``, or the newest version when None; the table capture of the newest export at or before it).
+    Commits without a capture (stream merges, maintenance) still count as versions: "the newest" is the newest
+    data, never the last export's. The capture comes from the vault's capture files; a vault written before they
+    existed falls back to the export commits' ``userMetadata`` (as long as Delta's log still holds them)."""
+    items = layout.join(vault, layout.ITEMS_DIR)
+    if not store.delta_table_exists(items, region):
+        raise VaultError(f"{vault} holds no items table yet: run export_table first")
+    newest = latest_version(spark, items)
+    if version is not None and (version < 0 or version > newest):
+        raise VaultError(f"{vault} has versions 0..{newest}; --as-of-version {version} is not one of them")
+    at = newest if version is None else version
+    kept = [v for v in captured_versions(vault, region) if v <= at]
+    if kept:
+        found = store.read_json(capture_uri(vault, kept[-1]), region) or {}
+        if "table_meta" in found:
+            return at, found["table_meta"]
+    return at, _table_meta_from_log(spark, vault, items, at)
+
+
+def _table_meta_from_log(spark, vault: str, items: str, version: int) -> Dict[str, Any]:
+    """The capture in the newest export commit at or before ``version``: vaults from before the capture files."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    items = layout.join(vault, layout.ITEMS_DIR)
-    if not store.delta_table_exists(items):
-        raise VaultError(f"{vault} holds no items table yet: run export_table first")
     try:
-        history = DeltaTable.forPath(spark, items).history().select("version", "userMetadata").cache()
-        newest = history.agg(F.max("version")).first()[0]
+        history = DeltaTable.forPath(spark, items).history().select("version", "userMetadata")
+        rows = history.where(F.col("version") <= version).orderBy(F.col("version").desc()).toLocalIterator()
+        for row in rows:
+            found = parse_commit(row.userMetadata)
+            if found and "table_meta" in found:
+                return found["table_meta"]
     except Exception as exc:
         raise damaged_log(items, exc) from exc
-    if version is not None:
-        if version < 0 or version > newest:
-            raise VaultError(f"{vault} has versions 0..{newest}; --as-of-version {version} is not one of them")
-        history = history.where(F.col("version") <= version)
-    for row in history.orderBy(F.col("version").desc()).toLocalIterator():
-        if not row.userMetadata:
-            continue
-        try:
-            found = json.loads(row.userMetadata).get(COMMIT_KEY, {})
-        except ValueError:
-            continue
-        if "table_meta" in found:
-            return (version if version is not None else newest), found["table_meta"]
     raise VaultError(f"no table description in {vault} at or before version {version}: "
                      f"the vault's history was cleaned up; restore a newer version")
 

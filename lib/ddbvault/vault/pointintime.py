@@ -78,7 +78,7 @@ def view(spark, vault: str, version: Optional[int] = None, as_of_time: Optional[
     if not items.exists(spark, vault, region):
         raise VaultError(f"{vault} holds no items table yet: run export_table first")
     if as_of_time is None:
-        found, meta = metadata.table_meta_at(spark, vault, version)
+        found, meta = metadata.table_meta_at(spark, vault, version, region)
         frame = items.read(spark, vault, found)
         return VaultView(frame, meta, found, f"v{found}", integrity=integrity.check(vault, found, frame, region))
     moment = as_of_time.astimezone(timezone.utc)
@@ -100,7 +100,7 @@ def view(spark, vault: str, version: Optional[int] = None, as_of_time: Optional[
         changes = logged.where((F.col(changelog.DAY) >= F.to_date(F.lit(since)))
                                & (F.col(layout.CHANGE_TIME) >= F.lit(since)))
     newest = changelog.newest_per_key(changes)
-    _, meta = metadata.table_meta_at(spark, vault, base["version"])
+    _, meta = metadata.table_meta_at(spark, vault, base["version"], region)  # the capture files: no log walk
     base_frame = items.read(spark, vault, base["version"])
     checked = integrity.check(vault, base["version"], base_frame, region)
     return VaultView(apply_changes(base_frame, newest), meta, base["version"], f"t{int(end.timestamp()) - 1}",
