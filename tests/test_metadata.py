@@ -105,3 +105,30 @@ def test_each_version_gets_the_capture_of_the_newest_export_at_or_before_it(spar
     shutil.rmtree(layout.join(vault, layout.META_DIR, metadata.CAPTURES_DIR))
     assert metadata.captured_versions(vault) == []
     assert stages() == want
+
+
+def test_commit_by_run_id_finds_the_runs_own_commit_when_others_follow(spark, tmp_path):
+    from pyspark.sql import types as T
+
+    path = str(tmp_path / "items")
+    schema = T.StructType([T.StructField("k", T.StringType()), T.StructField("v", T.LongType())])
+
+    def write(rows, run_id):
+        spark.createDataFrame([(f"k{i}", i) for i in range(rows)], schema).write.format("delta").mode("overwrite") \
+            .option("userMetadata", metadata.commit_metadata("export_table", run_id, note=f"{rows} rows")).save(path)
+
+    write(10, "run-mine")
+    write(3, "run-other")  # another writer's commit after ours
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('ddbvault.test.note' = 'no metadata')")
+
+    mine = metadata.commit_by_run_id(spark, path, "run-mine")
+    assert {k: mine[k] for k in ("version", "operation", "meta")} == {
+        "version": 0, "operation": "WRITE",
+        "meta": {"format_version": layout.FORMAT_VERSION, "job": "export_table", "run_id": "run-mine",
+                 "note": "10 rows"}}
+    assert mine["metrics"]["numOutputRows"] == "10"
+    other = metadata.commit_by_run_id(spark, path, "run-other")
+    assert (other["version"], other["metrics"]["numOutputRows"]) == (1, "3")
+    assert metadata.commit_by_run_id(spark, path, "run-never") is None
+    # A bounded look back: the newest two commits do not hold run-mine's.
+    assert metadata.commit_by_run_id(spark, path, "run-mine", limit=2) is None

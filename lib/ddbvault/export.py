@@ -161,7 +161,6 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     The table and the vault are checked before Spark starts (``spark`` None: built here), so a wrong name or
     path fails in a second, not after a JVM start.
     """
-    from delta.tables import DeltaTable
 
     from ddbvault.session import build_session
 
@@ -209,22 +208,29 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
             frame.write.format("delta").mode("overwrite").option("userMetadata", commit).save(items_path)
     elapsed = time.time() - started
 
-    last = DeltaTable.forPath(spark, items_path).history(1).first()
+    # This run's own commit, by its run id: "the newest" may already be another writer's (an operator's OPTIMIZE).
+    mine = metadata.commit_by_run_id(spark, items_path, run.run_id)
+    if mine is None:
+        raise VaultError(f"the export of {opts.table} wrote {opts.vault}, but none of the newest "
+                         f"{metadata.RUN_COMMIT_LOOKBACK} commits of {items_path} is this run's ({run.run_id}): "
+                         f"other writers are committing to the vault; do not restore the newest version until a "
+                         f"rerun of the export succeeds")
+    version = mine["version"]
     # The capture in a file of the vault's own: Delta's log cleanup will delete this commit's userMetadata.
-    metadata.record_capture(opts.vault, int(last.version), meta, opts.vault_region, job=run.job,
+    metadata.record_capture(opts.vault, version, meta, opts.vault_region, job=run.job,
                             run_id=run.run_id, scan_started=scan_started.isoformat())
-    written = int((last.operationMetrics or {}).get("numOutputRows", 0))
+    written = int(mine["metrics"].get("numOutputRows", 0))
     scanned, digest = content.value
     if written != scanned:
-        raise VaultError(f"the export of {opts.table} scanned {scanned} items but Delta version {last.version} of "
+        raise VaultError(f"the export of {opts.table} scanned {scanned} items but Delta version {version} of "
                          f"{opts.vault} holds {written}: do not restore that version; run the export again")
-    integrity.record(opts.vault, last.version, written, digest, opts.vault_region, job=run.job, run_id=run.run_id)
+    integrity.record(opts.vault, version, written, digest, opts.vault_region, job=run.job, run_id=run.run_id)
     metadata.store.write_json(layout.join(opts.vault, layout.META_DIR, "table.json"), meta, opts.vault_region)
     run.summary.update({
-        "items": written, "vault_version": last.version, "consumed_rcu": round(units.value, 1),
+        "items": written, "vault_version": version, "consumed_rcu": round(units.value, 1),
         "scan_write_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,
         "scan_started": scan_started.isoformat(), "stream_arn": description.get("LatestStreamArn"),
     })
     log.info("export %s done: %d items, vault version %d, %.1f RCU consumed, %.1fs", opts.table, written,
-             last.version, units.value, elapsed)
+             version, units.value, elapsed)
     return run.summary

@@ -19,6 +19,7 @@ from ddbvault.vault import layout, store
 log = logging.getLogger(__name__)
 
 COMMIT_KEY = "ddbvault"
+RUN_COMMIT_LOOKBACK = 100  # commits searched for a run's own (it committed moments ago)
 CAPTURES_DIR = "captures"  # under _ddbvault/: one table capture per export, by version
 
 
@@ -132,6 +133,29 @@ def commits(spark, path: str, limit: Optional[int] = None) -> List[Dict[str, Any
         if meta is not None:
             out.append({"version": int(row.version), "timestamp": row.timestamp, "meta": meta})
     return out
+
+
+def commit_by_run_id(spark, path: str, run_id: str, limit: int = RUN_COMMIT_LOOKBACK) -> Optional[Dict[str, Any]]:
+    """The commit of the Delta table at ``path`` whose ddbvault metadata names ``run_id``, among its newest
+    ``limit`` commits: ``{version, timestamp, operation, metrics, meta}``; None when none of them does.
+
+    A job finds its own commit this way, not as "the newest": another writer (a maintenance job, an operator's
+    OPTIMIZE) may have committed after it.
+    """
+    from delta.tables import DeltaTable
+
+    try:
+        rows = (DeltaTable.forPath(spark, path).history(limit)
+                .select("version", "timestamp", "operation", "operationMetrics", "userMetadata")
+                .orderBy("version", ascending=False).collect())
+    except Exception as exc:
+        raise damaged_log(path, exc) from exc
+    for row in rows:
+        meta = parse_commit(row.userMetadata)
+        if meta is not None and meta.get("run_id") == run_id:
+            return {"version": int(row.version), "timestamp": row.timestamp, "operation": row.operation,
+                    "metrics": dict(row.operationMetrics or {}), "meta": meta}
+    return None
 
 
 def damaged_log(path: str, exc: BaseException) -> VaultError:
