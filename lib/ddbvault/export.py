@@ -161,8 +161,7 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     The table and the vault are checked before Spark starts (``spark`` None: built here), so a wrong name or
     path fails in a second, not after a JVM start.
     """
-
-    from ddbvault.session import build_session
+    from ddbvault.session import build_session, set_vault_region
 
     meta = tables.capture(opts.table, opts.region)
     description = meta["table"]
@@ -173,7 +172,7 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     # Only a vault that is this table's gets the run's record (never a foreign path we refused).
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
 
-    spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
+    spark = set_vault_region(spark or build_session(f"ddbvault-{run.job}-{opts.table}"), opts.vault, opts.vault_region)
     slots = spark.sparkContext.defaultParallelism
     total = plan_segments(int(description.get("TableSizeBytes") or 0), slots, opts.readers_per_task, opts.segments)
     groups = group_segments(total, opts.readers_per_task)

@@ -300,7 +300,7 @@ class _Stop:
 
 def merge_increments(opts: MergeOptions, run, spark=None) -> Dict[str, Any]:
     """Merge the stream into the vault once, or every ``opts.follow_s`` seconds until SIGTERM."""
-    from ddbvault.session import build_session
+    from ddbvault.session import build_session, set_vault_region
 
     if opts.follow_s is not None and opts.follow_s < 1:
         raise UsageError("--follow must be at least 1 second: a merge reads up to the whole second it starts in")
@@ -311,7 +311,7 @@ def merge_increments(opts: MergeOptions, run, spark=None) -> Dict[str, Any]:
     keys = tables.key_names({"table": {"KeySchema": stamp["key_schema"]}})  # the stamp's: no history walk
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault})
-    spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
+    spark = set_vault_region(spark or build_session(f"ddbvault-{run.job}-{opts.table}"), opts.vault, opts.vault_region)
     with lock.WriterLock(opts.vault, run.job, run.run_id, opts.vault_region, ttl_s=opts.lock_ttl_s,
                          wait_s=opts.lock_wait_s) as writer, _Stop() as stop:
         if items.exists(spark, opts.vault, opts.vault_region):  # deletion vectors before the first MERGE

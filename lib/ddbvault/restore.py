@@ -176,11 +176,11 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     """Rebuild ``opts.table`` in ``opts.region`` from ``opts.vault``; returns the run's figures."""
     from pyspark.sql import functions as F
 
-    from ddbvault.session import build_session
+    from ddbvault.session import build_session, set_vault_region
 
     metadata.read_stamp(opts.vault, opts.vault_region)
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
-    spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
+    spark = set_vault_region(spark or build_session(f"ddbvault-{run.job}-{opts.table}"), opts.vault, opts.vault_region)
     view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time, opts.vault_region)
     version, meta = view.version, view.meta
     hash_key, range_key = tables.key_names(meta)

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from typing import Dict, List, Mapping, Optional
+from urllib.parse import urlparse
 
 from ddbvault.aws import endpoint_environment
 from ddbvault.errors import DdbVaultError
@@ -24,6 +25,8 @@ DELTA_SETTINGS = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 EMR_DELTA_LIB = "/usr/share/aws/delta/lib"
+HADOOP_PREFIX = "spark.hadoop."
+S3_SCHEMES = ("s3", "s3a", "s3n")  # s3:// and s3n:// go through s3a too (locally by our setting, on EMR 7.10+)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -76,6 +79,36 @@ def local_settings() -> Dict[str, str]:
         conf["spark.hadoop.fs.s3a.bucket.probe"] = "0"
         conf["spark.hadoop.fs.s3a.change.detection.mode"] = "none"
     return conf
+
+
+def vault_region_settings(vault: Optional[str], region: Optional[str]) -> Dict[str, str]:
+    """The Spark setting that sends s3a's requests for the vault's bucket to ``region`` (``--vault-region``).
+
+    A per-bucket setting, ``spark.hadoop.fs.s3a.bucket.<bucket>.endpoint.region``: the vault is in another region
+    than the table, and other buckets the job may read keep theirs. Empty for a local vault or no region.
+
+    >>> vault_region_settings("s3://vaults/orders", "us-west-2")
+    {'spark.hadoop.fs.s3a.bucket.vaults.endpoint.region': 'us-west-2'}
+    """
+    if not vault or not region:
+        return {}
+    parsed = urlparse(vault)
+    if parsed.scheme not in S3_SCHEMES or not parsed.netloc:
+        return {}
+    return {f"{HADOOP_PREFIX}fs.s3a.bucket.{parsed.netloc}.endpoint.region": region}
+
+
+def set_vault_region(spark, vault: Optional[str], region: Optional[str]):
+    """Put :func:`vault_region_settings` into the running session's Hadoop configuration; returns ``spark``.
+
+    Set at run time, not only at session start: a session that already exists (a test run's, a ``--follow``
+    loop's, a notebook's) ignores new ``spark.hadoop.*`` builder settings, while s3a reads its per-bucket settings
+    from this configuration when it first opens the bucket, and Spark ships it to the executors with each job.
+    """
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for name, value in vault_region_settings(vault, region).items():
+        conf.set(name[len(HADOOP_PREFIX):], value)
+    return spark
 
 
 def build_session(app_name: str, conf: Optional[Mapping[str, str]] = None):

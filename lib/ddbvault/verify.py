@@ -121,11 +121,11 @@ def verify_vault(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     """Without a table: check every version of the vault that has an integrity record and is still kept."""
     from delta.tables import DeltaTable
 
-    from ddbvault.session import build_session
+    from ddbvault.session import build_session, set_vault_region
 
     metadata.read_stamp(opts.vault, opts.vault_region)
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
-    spark = spark or build_session(f"ddbvault-{run.job}-vault")
+    spark = set_vault_region(spark or build_session(f"ddbvault-{run.job}-vault"), opts.vault, opts.vault_region)
     kept = {int(r.version) for r in DeltaTable.forPath(spark, items.path(opts.vault)).history().select("version")
             .collect()}
     results, damaged = [], []
@@ -150,7 +150,7 @@ def verify_vault(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
 
 def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     """Compare ``opts.table`` with ``opts.vault``; raises VerifyMismatch unless they are equal."""
-    from ddbvault.session import build_session
+    from ddbvault.session import build_session, set_vault_region
 
     metadata.read_stamp(opts.vault, opts.vault_region)
     run.finalizers.append(lambda summary: metadata.record_run(opts.vault, summary, opts.vault_region))
@@ -158,7 +158,7 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     if description is None:
         raise TableError(f"table {opts.table} does not exist in region {opts.region}: check --table and --region, "
                          f"or run restore_table first")
-    spark = spark or build_session(f"ddbvault-{run.job}-{opts.table}")
+    spark = set_vault_region(spark or build_session(f"ddbvault-{run.job}-{opts.table}"), opts.vault, opts.vault_region)
     view = pointintime.view(spark, opts.vault, opts.as_of_version, opts.as_of_time, opts.vault_region)
     version, meta, vault_items = view.version, view.meta, view.frame
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "vault_version": version,
