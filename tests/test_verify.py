@@ -1,6 +1,9 @@
 """verify_replica against a replica in region B, and the pure compare() / summarize() on small DataFrames."""
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
 
 import boto3
@@ -12,7 +15,7 @@ from ddbvault.errors import VerifyMismatch
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.runner import Run
 from ddbvault.vault import layout
-from ddbvault.verify import VerifyOptions, compare, summarize, verify_replica
+from ddbvault.verify import VerifyOptions, compare, planning_bytes, summarize, verify_replica
 from servers import REGION_A, REGION_B
 
 N_ITEMS = 30
@@ -99,6 +102,62 @@ def test_one_added_item_is_reported_extra(spark, replica):
     assert counts(summary) == {"same": N_ITEMS, "missing": 0, "extra": 1, "different": 0, "expired": 0,
                                "vault_items": N_ITEMS, "replica_items": N_ITEMS + 1}
     assert summary["examples"] == {"extra": [{"pk": "user-9", "sk": codec.normalize_number("-1E-130")}]}
+
+
+def test_the_replica_is_scanned_exactly_once_even_when_a_cache_is_evicted(spark, replica, executor_faults,
+                                                                          executor_proxy, monkeypatch):
+    from pyspark.sql import DataFrame
+
+    vault, table, client, items = replica
+    # An evicted cache (memory pressure, a lost executor) is recomputed from its lineage: with caching doing
+    # nothing, any second action on a DataFrame whose lineage reaches the live Scan would scan the table again.
+    monkeypatch.setattr(DataFrame, "cache", lambda self: self)
+    monkeypatch.setattr(DataFrame, "persist", lambda self, *args, **kwargs: self)
+    client.delete_item(TableName=table, Key={"pk": {"S": "user-1"}, "sk": {"N": "6.5"}})
+    executor_faults.set([], record=True)
+    try:
+        summary = verify(spark, vault, table, expect_ok=False)  # a mismatch: summarize also looks up examples
+    finally:
+        client.put_item(TableName=table, Item=items[("user-1", "6.5")])
+    assert counts(summary) == {"same": N_ITEMS - 1, "missing": 1, "extra": 0, "different": 0, "expired": 0,
+                               "vault_items": N_ITEMS, "replica_items": N_ITEMS - 1}
+    assert summary["examples"] == {"missing": [{"pk": "user-1", "sk": "6.5"}]}
+    # One pass: each of the 3 segments started once, and no page read twice.
+    scans = executor_proxy.recorded("Scan")
+    assert executor_faults.counters()["requests"]["Scan"] == len(scans)
+    assert sorted(s["Segment"] for s in scans if "ExclusiveStartKey" not in s) == [0, 1, 2]
+    pages = [(s["Segment"], json.dumps(s.get("ExclusiveStartKey"), sort_keys=True)) for s in scans]
+    assert len(set(pages)) == len(pages)
+    assert {s["TotalSegments"] for s in scans} == {3}
+    # The scratch copy of the replica's hashes is gone with the run.
+    assert os.listdir(os.path.join(vault, layout.META_DIR, "tmp")) == []
+
+
+def test_segments_are_planned_from_the_vault_when_the_replica_reports_no_size(spark, replica, monkeypatch):
+    from ddbvault import export
+
+    vault, table, _, _ = replica
+    # DynamoDB refreshes TableSizeBytes about every 6 hours: a replica restored a moment ago reports 0 (moto
+    # always does). With 256-byte segments the vault's ~6.6 KB of items need more than the 8-segment floor.
+    monkeypatch.setattr(export, "SEGMENT_BYTES", 256)
+    size = sum(r[layout.ITEM_SIZE] for r in spark.read.format("delta").load(layout.join(vault, "items")).collect())
+    assert boto3.client("dynamodb", region_name=REGION_B).describe_table(TableName=table)["Table"][
+        "TableSizeBytes"] == 0
+    run = Run(job="verify_replica")
+    summary = verify_replica(VerifyOptions(vault=vault, table=table, region=REGION_B, readers_per_task=2), run,
+                             spark)
+    assert (summary["planned_bytes"], summary["segments"]) == (size, math.ceil(size / 256))
+    assert summary["segments"] > 2 * spark.sparkContext.defaultParallelism * 2
+    assert counts(summary) == {"same": N_ITEMS, "missing": 0, "extra": 0, "different": 0, "expired": 0,
+                               "vault_items": N_ITEMS, "replica_items": N_ITEMS}
+
+
+def test_planning_bytes_is_the_larger_of_the_replicas_and_the_vaults():
+    assert planning_bytes({"TableSizeBytes": 0}, 5 << 30) == 5 << 30
+    assert planning_bytes({}, 1234) == 1234
+    assert planning_bytes({"TableSizeBytes": 7 << 30}, 5 << 30) == 7 << 30
+    assert planning_bytes({"TableSizeBytes": 3 << 30}, 5 << 30) == 5 << 30  # an older, smaller figure
+    assert planning_bytes({"TableSizeBytes": 0}, 0) == 0
 
 
 # --- compare() and summarize(): pure, on small DataFrames ---------------------------------------------------

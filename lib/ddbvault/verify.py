@@ -26,7 +26,7 @@ from ddbvault.export import (
     scan_partition,
 )
 from ddbvault.progress import ProgressServer
-from ddbvault.vault import integrity, items, layout, metadata, pointintime
+from ddbvault.vault import integrity, items, layout, metadata, pointintime, store
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ STATUS = "status"
 SAME, MISSING, EXTRA, DIFFERENT, EXPIRED = "same", "missing", "extra", "different", "expired"
 MISMATCHES = (MISSING, EXTRA, DIFFERENT)
 TTL_WINDOW_S = 5 * 365 * 24 * 3600
+ITEM_HASH = "item_sha256"  # a scanned replica kept as (pk, sk, hash): what the comparison needs of it
+SCRATCH_DIR = "tmp"        # under _ddbvault/: per run, the replica's scanned hashes, removed when the run ends
 
 
 @dataclass
@@ -79,8 +81,9 @@ def compare(vault_items, replica_items, ttl_attribute: Optional[str] = None, now
                            F.sha2(F.col(layout.ITEM), 256).alias("v_hash"),
                            (ttl_seconds(F.col(layout.ITEM), ttl_attribute) if ttl_attribute
                             else F.lit(None).cast("double")).alias("v_ttl"))
-    r = replica_items.select(F.col(layout.PK).alias("r_pk"), F.col(layout.SK).alias("r_sk"),
-                             F.sha2(F.col(layout.ITEM), 256).alias("r_hash"))
+    # The replica side may come as item text or already as its hashes (see :func:`replica_hashes`).
+    r_hash = F.col(ITEM_HASH) if ITEM_HASH in replica_items.columns else F.sha2(F.col(layout.ITEM), 256)
+    r = replica_items.select(F.col(layout.PK).alias("r_pk"), F.col(layout.SK).alias("r_sk"), r_hash.alias("r_hash"))
     joined = v.join(r, on=(F.col("v_pk") == F.col("r_pk")) & F.col("v_sk").eqNullSafe(F.col("r_sk")),
                     how="full_outer")
     now = time.time() if now_epoch is None else now_epoch
@@ -94,7 +97,11 @@ def compare(vault_items, replica_items, ttl_attribute: Optional[str] = None, now
 
 
 def summarize(statuses, examples: int) -> Dict[str, Any]:
-    """Counts per status and up to ``examples`` keys of each mismatch kind."""
+    """Counts per status and up to ``examples`` keys of each mismatch kind.
+
+    Two actions on ``statuses``: its lineage must not reach a live table's Scan (a cache can be evicted, and
+    Spark then recomputes it from its lineage); :func:`verify_replica` hands it a replica read from scratch files.
+    """
     from pyspark.sql import functions as F
 
     statuses = statuses.cache()
@@ -115,6 +122,28 @@ def replica_items(spark, plan: ScanPlan, groups: List[List[int]], units):
     rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
         .mapPartitions(lambda segs: scan_partition(plan, units, segs))
     return spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
+
+
+def replica_hashes(replica):
+    """(pk, sk, sha256 of the item text) of scanned replica items: all :func:`compare` needs, kept on storage so
+    the replica is scanned once, a fraction of its size."""
+    from pyspark.sql import functions as F
+
+    return replica.select(layout.PK, layout.SK, F.sha2(F.col(layout.ITEM), 256).alias(ITEM_HASH))
+
+
+def vault_bytes(vault_items) -> int:
+    """DynamoDB's size of the vault's items in bytes (the sum of ``item_size``: one narrow aggregate)."""
+    from pyspark.sql import functions as F
+
+    return int(vault_items.agg(F.sum(layout.ITEM_SIZE)).first()[0] or 0)
+
+
+def planning_bytes(description: Dict[str, Any], vault_size: int) -> int:
+    """The size the replica's scan segments are planned by: the larger of the replica's ``TableSizeBytes`` and the
+    vault's. DynamoDB updates ``TableSizeBytes`` about every six hours, so a replica restored a moment ago reports
+    0 (or an older, smaller size) while it holds every item of the vault."""
+    return max(int(description.get("TableSizeBytes") or 0), int(vault_size or 0), 0)
 
 
 def verify_vault(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
@@ -170,10 +199,13 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     hash_key, range_key = tables.key_names(meta)
     budget, _ = read_budget(description, opts.max_read_units, opts.read_percent)
     slots = spark.sparkContext.defaultParallelism
-    total = plan_segments(int(description.get("TableSizeBytes") or 0), slots, opts.readers_per_task, opts.segments)
+    # The vault's size (its base version's: a point in time adds only its changes) when the replica's lags.
+    size = planning_bytes(description, vault_bytes(items.read(spark, opts.vault, version))
+                          if opts.segments is None else 0)
+    total = plan_segments(size, slots, opts.readers_per_task, opts.segments)
     groups = group_segments(total, opts.readers_per_task)
     units = spark.sparkContext.accumulator(0.0)
-    run.summary.update({"segments": total, "read_budget_rcu": budget})
+    run.summary.update({"segments": total, "read_budget_rcu": budget, "planned_bytes": size})
     started = time.time()
     with ProgressServer(f"verify {opts.table}", expected_items=int(description.get("ItemCount") or 0) or None,
                         budget=budget, parts=total,
@@ -182,8 +214,16 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
                         pacing.share(budget, min(len(groups), slots)), opts.readers_per_task, False,
                         opts.max_attempts, datetime.now(timezone.utc), run.run_id, progress.address)
         replica = replica_items(spark, plan, groups, units)
-        with raising_executor_errors():
-            result = summarize(compare(vault_items, replica, ttl_attribute), opts.examples)
+        # The live table is scanned exactly once, by this write: everything after reads the scratch copy, so no
+        # second action and no evicted cache can scan it again (twice the RCU, and a second, different reading).
+        scratch = layout.join(opts.vault, layout.META_DIR, SCRATCH_DIR, run.run_id)
+        scanned = layout.join(scratch, "replica")
+        try:
+            with raising_executor_errors():
+                replica_hashes(replica).write.mode("overwrite").parquet(scanned)
+                result = summarize(compare(vault_items, spark.read.parquet(scanned), ttl_attribute), opts.examples)
+        finally:
+            store.delete_tree(scratch, opts.vault_region)
     run.summary["settings_differences"] = tables.settings_differences(meta, tables.capture(opts.table, opts.region))
     for difference in run.summary["settings_differences"]:
         log.warning("verify %s: settings differ from the vault's table: %s", opts.table, difference)
