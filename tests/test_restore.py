@@ -246,6 +246,31 @@ def test_existing_table_with_the_same_schema_needs_the_flag(spark, clients, sour
         in differences and len(differences) >= 4
 
 
+def test_restore_into_an_existing_table_ends_with_pitr_and_ttl_every_time(spark, clients, source, replica):
+    _, ddb_b = clients
+    _, vault, expected = source
+
+    def pitr_and_ttl():
+        found = settings(ddb_b, replica)
+        return found["PITR"], found["TTL"]
+
+    create_table(ddb_b, replica, [("pk", "S"), ("sk", "N")])
+    assert pitr_and_ttl() == ("DISABLED", {"TimeToLiveStatus": "DISABLED"})
+    summary = restore(spark, vault, replica, existing_table=True, allow_other_indexes=True)
+    assert table_texts(ddb_b, replica) == expected
+    assert pitr_and_ttl() == ("ENABLED", {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires"})
+    assert (summary["mode"], summary["point_in_time_recovery"], summary["ttl_attribute"]) == ("repair", True, "expires")
+    assert {"point-in-time recovery enabled", "TTL enabled on attribute expires after the load"} \
+        <= set(summary["notes"])
+
+    # Someone turns PITR off; a rerun with nothing left to repair still finishes with it on again.
+    ddb_b.update_continuous_backups(TableName=replica,
+                                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False})
+    again = restore(spark, vault, replica, existing_table=True, allow_other_indexes=True)
+    assert (again["repaired_puts"], again["repaired_deletes"], again["point_in_time_recovery"]) == (0, 0, True)
+    assert pitr_and_ttl() == ("ENABLED", {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires"})
+
+
 def test_the_repair_verify_recommends_makes_the_next_verify_exact(spark, clients, source, replica):
     _, ddb_b = clients
     _, vault, expected = source

@@ -166,10 +166,7 @@ def prepare_table(meta: Dict[str, Any], opts: RestoreOptions, existing: Optional
     notes.extend(create_notes)
     log.info("creating %s in %s (%s, %d GSIs, %d LSIs)", opts.table, opts.region, request["BillingMode"],
              len(request.get("GlobalSecondaryIndexes", [])), len(request.get("LocalSecondaryIndexes", [])))
-    description = tables.create(request, opts.region)
-    if tables.enable_point_in_time_recovery(meta, opts.table, opts.region):
-        notes.append("point-in-time recovery enabled")
-    return description, True
+    return tables.create(request, opts.region), True
 
 
 def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
@@ -276,11 +273,17 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
 
 
 def _finish(meta: Dict[str, Any], opts: RestoreOptions, notes: List[str], run) -> Dict[str, Any]:
-    """What every restore ends with, once the items are in: TTL (only now, or expired items would vanish)."""
+    """What every successful restore ends with, once the items are in, whichever way they got there (a new
+    table's load, a resumed load, a repair of an existing table, a rerun of a finished restore): the source's
+    point-in-time recovery and TTL (TTL only now, or items already past their expiry would vanish). Both are
+    idempotent, so a rerun applies them again rather than trusting an earlier run that may have stopped before."""
+    pitr = tables.enable_point_in_time_recovery(meta, opts.table, opts.region)
+    if pitr:
+        notes.append("point-in-time recovery enabled")
     ttl = tables.enable_ttl(meta, opts.table, opts.region)
     if ttl:
         notes.append(f"TTL enabled on attribute {ttl} after the load")
-    run.summary.update(ttl_attribute=ttl, notes=notes)
+    run.summary.update(ttl_attribute=ttl, point_in_time_recovery=pitr, notes=notes)
     for note in notes:
         log.info("restore %s: %s", opts.table, note)
     return run.summary
