@@ -1,7 +1,9 @@
 """Loopback stand-ins for AWS, started and stopped by the tests (and the demo).
 
 moto server serves DynamoDB, DynamoDB Streams and S3 for every region in one process; which region a request
-is for comes from its signature, as with AWS.
+is for comes from its signature, as with AWS. It runs through ``moto_patched.py`` (beside this file): moto 5.2.5
+answers a segmented Scan of a table with a binary hash key with HTTP 500 (it utf-8-encodes the key's bytes), and
+that launcher fixes the one method before starting moto's own server main.
 """
 from __future__ import annotations
 
@@ -59,11 +61,15 @@ def running(cmd: List[str], url: str, log_path: str) -> Iterator[str]:
 
 @contextmanager
 def moto_server(log_path: str) -> Iterator[str]:
-    """Start ``moto_server`` on a free loopback port; yields its URL."""
+    """Start moto server on a free loopback port; yields its URL.
+
+    Not the ``moto_server`` script but ``moto_patched.py``, which runs the same server main once it has fixed
+    moto 5.2.5's segmented Scan of binary hash keys (see that module).
+    """
     port = free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_patched.py")
     url = f"http://127.0.0.1:{port}"
-    with running([exe, "-H", "127.0.0.1", "-p", str(port)], url + "/moto-api/", log_path):
+    with running([sys.executable, launcher, "-H", "127.0.0.1", "-p", str(port)], url + "/moto-api/", log_path):
         yield url
 
 
