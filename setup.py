@@ -13,7 +13,16 @@ setup(
     package_dir={"": "lib"},
     packages=find_packages("lib"),
     python_requires=">=3.9",
-    install_requires=["boto3>=1.28.57"],  # 1.28.57: first boto3 that honours AWS_ENDPOINT_URL_<SERVICE>
+    # boto3 1.35.69 (botocore 1.35.69, 2024-11-25): the first whose service models hold every request member we
+    # send; an older botocore refuses them before any call (ParamValidationError). Newest first:
+    #   S3 PutObject IfMatch (the writer lease's renewal and takeover)     botocore 1.35.69
+    #   S3 DeleteObject IfMatch (the lease's release)                      botocore 1.35.67
+    #   DynamoDB CreateTable WarmThroughput (table and GSIs)               botocore 1.35.60
+    #   S3 PutObject IfNoneMatch (the lease's create-if-absent)            botocore 1.35.2
+    #   DynamoDB CreateTable OnDemandThroughput (table and GSIs)           botocore 1.34.97
+    #   AWS_ENDPOINT_URL_<SERVICE> honoured                                boto3 1.28.57
+    # tests/test_foundation.py checks the installed models for these members.
+    install_requires=["boto3>=1.35.69"],
     extras_require={
         "spark": SPARK_PAIRS["3.5"],
         "spark40": SPARK_PAIRS["4.0"],

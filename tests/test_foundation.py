@@ -65,3 +65,25 @@ def test_delta_on_s3a_in_region_b(spark, vault_bucket):
     assert "smoke/t/_delta_log/00000000000000000001.json" in keys
     # s3:// (EMR's scheme) reaches the same table locally.
     assert spark.read.format("delta").load(f"s3://{vault_bucket}/smoke/t").count() == 3
+
+
+def _version(text):
+    return tuple(int(part) for part in text.split(".")[:3])
+
+
+def test_installed_botocore_models_hold_every_request_member_ddbvault_sends():
+    """setup.py's boto3 floor is the first release whose models have these; an older one refuses the requests."""
+    import os
+    import re
+
+    dynamodb = boto3.client("dynamodb", region_name=REGION_A).meta.service_model
+    create = dynamodb.operation_model("CreateTable").input_shape.members
+    assert {"WarmThroughput", "OnDemandThroughput", "DeletionProtectionEnabled", "TableClass"} <= set(create)
+    assert {"WarmThroughput", "OnDemandThroughput"} <= set(create["GlobalSecondaryIndexes"].member.members)
+    s3 = boto3.client("s3", region_name=REGION_B).meta.service_model
+    assert {"IfNoneMatch", "IfMatch"} <= set(s3.operation_model("PutObject").input_shape.members)
+    assert "IfMatch" in s3.operation_model("DeleteObject").input_shape.members
+    # The declared floor is at least the release that brought the newest of them (PutObject IfMatch).
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")) as handle:
+        floor = re.search(r'"boto3>=([0-9.]+)"', handle.read()).group(1)
+    assert _version(boto3.__version__) >= _version(floor) >= (1, 35, 69)
