@@ -50,6 +50,7 @@ def body(args: argparse.Namespace, run) -> None:
         segments=args.segments, max_read_units=args.max_read_units, read_percent=args.read_percent,
         consistent_read=args.consistent_read, require_stream=args.require_stream,
         readers_per_task=args.readers_per_task, max_attempts=args.max_retries,
+        throttle_s=args.max_throttle_minutes * 60,
         lock_wait_s=args.lock_wait, table_recreated=args.table_recreated), run)
 
 

@@ -35,6 +35,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--retention-days", type=cli.number(float, low=maintenance.MIN_RETENTION_DAYS),
                         default=maintenance.DEFAULT_RETENTION_DAYS,
                         help="point-in-time window that compaction and vacuum keep (default 7, at least 1)")
+    parser.add_argument("--max-stream-reads", type=cli.positive, metavar="CALLS",
+                        help="GetRecords and GetShardIterator calls per second for the whole job, however many shards "
+                             "are read at once (default: 5 per shard read); the stream's shards share their read "
+                             "limits with its other consumers")
     cli.add_retries(parser)
     return parser.parse_args(argv)
 
@@ -43,7 +47,8 @@ def body(args: argparse.Namespace, run) -> None:
     merge_increments(MergeOptions(
         table=args.table, vault=args.vault, region=aws.resolve_region(args.region), vault_region=args.vault_region,
         until=args.until, follow_s=args.follow, lock_wait_s=args.lock_wait, retention_days=args.retention_days,
-        max_attempts=args.max_retries), run)
+        max_attempts=args.max_retries,
+        throttle_s=args.max_throttle_minutes * 60, max_stream_reads=args.max_stream_reads), run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -54,7 +54,8 @@ def body(args: argparse.Namespace, run) -> None:
         existing_table=args.existing_table, rollback_source=args.rollback_source,
         allow_other_indexes=args.allow_other_indexes, kms_key=args.kms_key,
         billing_mode=args.billing_mode,
-        writers_per_task=args.writers_per_task, max_attempts=args.max_retries), run)
+        writers_per_task=args.writers_per_task, max_attempts=args.max_retries,
+        throttle_s=args.max_throttle_minutes * 60), run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

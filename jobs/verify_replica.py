@@ -41,7 +41,8 @@ def body(args: argparse.Namespace, run) -> None:
         vault=args.vault, table=args.table, region=aws.resolve_region(args.region), vault_region=args.vault_region,
         as_of_version=args.as_of_version, as_of_time=args.as_of_time,
         segments=args.segments, max_read_units=args.max_read_units,
-        read_percent=args.read_percent, max_attempts=args.max_retries), run)
+        read_percent=args.read_percent, max_attempts=args.max_retries,
+        throttle_s=args.max_throttle_minutes * 60), run)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -82,7 +82,10 @@ def add_as_of(p: argparse.ArgumentParser, what: str) -> None:
 
 def add_retries(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", type=positive_int, default=12,
-                   help="attempts per DynamoDB call before failing (at least 1)")
+                   help="attempts per DynamoDB call on server or connection errors before failing (at least 1)")
+    p.add_argument("--max-throttle-minutes", type=positive, default=10.0, metavar="MINUTES",
+                   help="how long one call may keep being throttled (backing off) before the job fails; minutes "
+                        "of throttling are normal on a busy table (default 10)")
 
 
 def add_lock_wait(p: argparse.ArgumentParser) -> None:

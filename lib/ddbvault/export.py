@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ddbvault import codec
-from ddbvault.dynamo import pacing, retry, scan
+from ddbvault.dynamo import budget as budget_service
+from ddbvault.dynamo import retry, scan
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
@@ -40,6 +41,7 @@ class ExportOptions:
     require_stream: bool = False
     readers_per_task: int = 4
     max_attempts: int = 12
+    throttle_s: float = retry.RetryPolicy.throttle_s
     lock_wait_s: float = 0.0
     table_recreated: bool = False
 
@@ -108,28 +110,40 @@ class ScanPlan:
     hash_key: str
     range_key: Optional[str]
     total_segments: int
-    budget_per_task: Optional[float]
+    budget: Optional[budget_service.Endpoint]
     readers: int
     consistent_read: bool
     max_attempts: int
     change_time: datetime
     run_id: str
     progress: Optional[Tuple[str, int]]
+    units_per_item: Optional[float] = None
+    throttle_s: float = retry.RetryPolicy.throttle_s
+
+
+def units_per_item(description: Dict[str, Any], consistent_read: bool) -> Optional[float]:
+    """What one item costs to scan, from the table's average size (None when DynamoDB has no figures yet)."""
+    size, count = int(description.get("TableSizeBytes") or 0), int(description.get("ItemCount") or 0)
+    if size <= 0 or count <= 0:
+        return None
+    return (size / count) / 4096.0 * scan.unit_of_read(consistent_read)
 
 
 def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int],
                    content_counter: Any = None) -> Iterator[tuple]:
-    """One Spark task: scan its segments on ``plan.readers`` threads under one shared limiter; yield item rows.
-    ``content_counter`` (an accumulator of ``(items, digest)``) gets the rows' count and integrity digest."""
-    limiter = pacing.RateLimiter(plan.budget_per_task)
+    """One Spark task: scan its segments on ``plan.readers`` threads, paced by the job's budget; yield item rows.
+    ``content_counter`` (an accumulator of ``(items, digest)``) gets the rows' count and integrity digest.
+    ``units_counter`` (optional) gets the units this attempt consumed; the job's figure comes from its budget
+    service, which also counts attempts Spark discarded."""
+    limiter = budget_service.limiter_for(plan.budget, plan.readers)
     sender = ProgressSender(plan.progress)
     consumed = 0.0
     count, digest = 0, 0
     try:
         for _segment, page in scan.scan_segments(
                 plan.table, list(segments), plan.total_segments, threads=plan.readers, region=plan.region,
-                limiter=limiter, policy=retry.RetryPolicy(max_attempts=plan.max_attempts),
-                consistent_read=plan.consistent_read, raw_json=True):
+                limiter=limiter, policy=retry.RetryPolicy(max_attempts=plan.max_attempts, throttle_s=plan.throttle_s),
+                consistent_read=plan.consistent_read, raw_json=True, units_per_item=plan.units_per_item):
             for item in page.items:
                 pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
                 share = integrity.item_hash(text)
@@ -140,7 +154,9 @@ def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int],
             sender.add(items=len(page.items), units=page.consumed, parts_done=1 if page.done else 0)
     finally:
         sender.close()
-    units_counter.add(consumed)
+        budget_service.close(limiter)
+    if units_counter is not None:
+        units_counter.add(consumed)
     if content_counter is not None:
         content_counter.add((count, digest))
 
@@ -176,36 +192,37 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     slots = spark.sparkContext.defaultParallelism
     total = plan_segments(int(description.get("TableSizeBytes") or 0), slots, opts.readers_per_task, opts.segments)
     groups = group_segments(total, opts.readers_per_task)
-    concurrent_tasks = min(len(groups), slots)
-    per_task = pacing.share(budget, concurrent_tasks)
     expected = int(description.get("ItemCount") or 0)
     run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "segments": total,
                         "tasks": len(groups), "read_budget_rcu": budget, "stream_view": view})
-    log.info("export %s (%s) -> %s: %d segments in %d tasks x %d readers; budget %.0f RCU/s (%s), %.1f per task",
-             opts.table, opts.region, opts.vault, total, len(groups), opts.readers_per_task, budget,
-             budget_source, per_task or 0)
+    log.info("export %s (%s) -> %s: %d segments in %d tasks x %d readers; budget %.0f RCU/s (%s) for the whole job, "
+             "however many tasks run", opts.table, opts.region, opts.vault, total, len(groups), opts.readers_per_task,
+             budget, budget_source)
 
     # Recorded before the first page: replaying the stream from here on makes the vault exact (AWS's advice).
     scan_started = datetime.now(timezone.utc)
-    units = spark.sparkContext.accumulator(0.0)
     content = spark.sparkContext.accumulator((0, 0), _PairSum())  # updated in the write (an action): once per task
-    driver_host = spark.conf.get("spark.driver.host", "127.0.0.1")
+    driver_host = budget_service.driver_host(spark)
     items_path = layout.join(opts.vault, layout.ITEMS_DIR)
     commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=scan_started.isoformat(),
                                       stream_arn=description.get("LatestStreamArn"), stream_view=view)
     started = time.time()
     with lock.WriterLock(opts.vault, run.job, run.run_id, opts.vault_region, wait_s=opts.lock_wait_s) as writer, \
+            budget_service.BudgetService(budget, host=driver_host, unit_name="RCU",
+                                         callers=min(len(groups), slots) * opts.readers_per_task) as reads, \
             ProgressServer(f"export {opts.table}", expected_items=expected or None, budget=budget, parts=total,
-                        advertise=driver_host) as progress:
-        plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, per_task, opts.readers_per_task,
-                        opts.consistent_read, opts.max_attempts, scan_started, run.run_id, progress.address)
+                           advertise=driver_host) as progress:
+        plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, reads.endpoint, opts.readers_per_task,
+                        opts.consistent_read, opts.max_attempts, scan_started, run.run_id, progress.address,
+                        units_per_item(description, opts.consistent_read), opts.throttle_s)
         rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
-            .mapPartitions(lambda segs: scan_partition(plan, units, segs, content))
+            .mapPartitions(lambda segs: scan_partition(plan, None, segs, content))
         frame = spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
         writer.check()
         with raising_executor_errors():
             frame.write.format("delta").mode("overwrite").option("userMetadata", commit).save(items_path)
     elapsed = time.time() - started
+    run.summary["read_capacity"] = reads.summary()
 
     # This run's own commit, by its run id: "the newest" may already be another writer's (an operator's OPTIMIZE).
     mine = metadata.commit_by_run_id(spark, items_path, run.run_id)
@@ -226,10 +243,10 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     integrity.record(opts.vault, version, written, digest, opts.vault_region, job=run.job, run_id=run.run_id)
     metadata.store.write_json(layout.join(opts.vault, layout.META_DIR, "table.json"), meta, opts.vault_region)
     run.summary.update({
-        "items": written, "vault_version": version, "consumed_rcu": round(units.value, 1),
+        "items": written, "vault_version": version, "consumed_rcu": round(reads.consumed, 1),
         "scan_write_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,
         "scan_started": scan_started.isoformat(), "stream_arn": description.get("LatestStreamArn"),
     })
     log.info("export %s done: %d items, vault version %d, %.1f RCU consumed, %.1fs", opts.table, written,
-             version, units.value, elapsed)
+             version, reads.consumed, elapsed)
     return run.summary

@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from ddbvault import aws
 from ddbvault.changes import records, shards, streams
+from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import retry
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import StreamGapError, TableError, UsageError, VaultError, raising_executor_errors
@@ -39,6 +40,9 @@ JOB = items.MERGE_JOB
 STREAM_RETENTION = timedelta(hours=24)
 RETENTION_MARGIN = timedelta(minutes=10)  # clock skew and the trimming's own slack
 REPLAY_SLACK = timedelta(seconds=1)       # ApproximateCreationDateTime is rounded down to the second
+# A shard serves a few reads per second to all its consumers together (AWS advises at most two readers per
+# shard; Lambda polls each shard 4 times a second): one reader's pace per shard read, unless told otherwise.
+STREAM_READS_PER_SHARD = 5.0
 
 
 @dataclass
@@ -52,8 +56,18 @@ class MergeOptions:
     lock_wait_s: float = 0.0
     lock_ttl_s: float = lock.DEFAULT_TTL_S
     max_attempts: int = 12
+    throttle_s: float = retry.RetryPolicy.throttle_s
+    max_stream_reads: Optional[float] = None   # GetRecords calls/s for the job; None: STREAM_READS_PER_SHARD each
     retention_days: float = maintenance.DEFAULT_RETENTION_DAYS
     compact_files: int = maintenance.DEFAULT_COMPACT_FILES
+
+
+def stream_read_budget(max_stream_reads: Optional[float], shards_read: int) -> Tuple[float, str]:
+    """GetRecords (and GetShardIterator) calls per second for the whole merge, and how it was chosen."""
+    if max_stream_reads is not None:
+        return float(max_stream_reads), "--max-stream-reads"
+    shards_read = max(1, shards_read)
+    return STREAM_READS_PER_SHARD * shards_read, f"{STREAM_READS_PER_SHARD:g} per shard read x {shards_read}"
 
 
 def whole_second(moment: datetime) -> datetime:
@@ -123,22 +137,31 @@ def staging_schema():
 
 def read_stream(spark, opts: MergeOptions, run_id: str, staging: str, *, stream_arn: str,
                 keys: Tuple[str, Optional[str]], tasks: List[shards.ShardTask], cut: datetime):
-    """Read ``tasks`` on the executors into ``staging``; (change rows DataFrame, {shard: position})."""
+    """Read ``tasks`` on the executors into ``staging``: (change rows DataFrame, {shard: position}, figures of the
+    job's stream-read budget)."""
     from pyspark.sql import functions as F
 
     hash_key, range_key = keys
-    plan = streams.ReadPlan(stream_arn, opts.region, hash_key, range_key, cut, run_id, opts.max_attempts)
-    rdd = spark.sparkContext.parallelize(tasks, max(1, len(tasks))) \
-        .mapPartitions(lambda part: _read_tasks(plan, part))
-    with raising_executor_errors():
-        spark.createDataFrame(rdd, staging_schema(), verifySchema=False).write.mode("overwrite").parquet(staging)
+    units, source = stream_read_budget(opts.max_stream_reads, len(tasks))
+    slots = spark.sparkContext.defaultParallelism
+    log.info("merge %s: reading %d shards at %g GetRecords calls/s (%s) for the whole job", opts.table, len(tasks),
+             units, source)
+    with budget_service.BudgetService(units, host=budget_service.driver_host(spark), unit_name="GetRecords calls",
+                                      callers=min(max(1, len(tasks)), slots)) as reads:
+        plan = streams.ReadPlan(stream_arn, opts.region, hash_key, range_key, cut, run_id, opts.max_attempts,
+                                reads.endpoint, opts.throttle_s)
+        rdd = spark.sparkContext.parallelize(tasks, max(1, len(tasks))) \
+            .mapPartitions(lambda part: _read_tasks(plan, part))
+        with raising_executor_errors():
+            spark.createDataFrame(rdd, staging_schema(), verifySchema=False).write.mode("overwrite").parquet(staging)
+    calls = dict(reads.summary(), source=source)
     staged = spark.read.schema(staging_schema()).parquet(staging)
     positions = {}
     for row in staged.where(F.col("position").isNotNull()).select("position").collect():
         found = json.loads(row.position)
         positions[found["shard_id"]] = found
     rows = staged.where(F.col("position").isNull()).drop("position")
-    return rows, positions
+    return rows, positions, calls
 
 
 def _commit(job: str, run_id: str, **fields: Any) -> str:
@@ -200,8 +223,9 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
     tasks = shards.plan(stream.get("Shards", []), checkpoint)
     staging = layout.join(opts.vault, layout.META_DIR, "staging", f"{run.run_id}-{last_batch + 1}")
     try:
-        rows, positions = read_stream(spark, opts, run.run_id, staging, stream_arn=arn, keys=keys, tasks=tasks,
-                                       cut=cut)
+        rows, positions, calls = read_stream(spark, opts, run.run_id, staging, stream_arn=arn, keys=keys,
+                                              tasks=tasks, cut=cut)
+        run.summary["stream_reads"] = calls
         next_shards = shards.next_checkpoint(stream.get("Shards", []), checkpoint, tasks, positions)
         batch = last_batch + 1
         new_rows = _not_logged(spark, opts.vault, rows, opts.vault_region).cache()

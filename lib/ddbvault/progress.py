@@ -29,13 +29,14 @@ class ProgressServer:
 
     def __init__(self, label: str, *, expected_items: Optional[int], budget: Optional[float], parts: int,
                  unit_name: str = "RCU", part_name: str = "segments", every_s: float = 5.0,
-                 host: str = "0.0.0.0", advertise: str = "127.0.0.1") -> None:
+                 advertise: str = "127.0.0.1") -> None:
         self.label, self.expected, self.budget, self.parts = label, expected_items, budget, parts
         self.unit_name, self.part_name, self.every_s = unit_name, part_name, every_s
         self.totals = Totals()
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((host, 0))
+        # The driver's own address only (what executors reach), never every interface of the machine.
+        self._sock.bind((advertise, 0))
         self._sock.settimeout(0.5)
         self.address: Tuple[str, int] = (advertise, self._sock.getsockname()[1])
         self._stop = threading.Event()

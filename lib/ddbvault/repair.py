@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ddbvault import codec
-from ddbvault.dynamo import batch_write, pacing, retry
+from ddbvault.dynamo import batch_write, retry
+from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import raising_executor_errors
 from ddbvault.export import ScanPlan, group_segments, plan_segments, read_budget
@@ -32,10 +33,11 @@ class RepairPlan:
     table: str
     region: str
     key_names: Tuple[str, ...]
-    budget_per_task: Optional[float]
+    budget: Optional[budget_service.Endpoint]
     writers: int
     wcu_multiplier: float
     max_attempts: int
+    throttle_s: float = retry.RetryPolicy.throttle_s
 
 
 def repair_partition(plan: RepairPlan, rows: Iterator[Any]) -> Iterator[Dict[str, Any]]:
@@ -52,10 +54,14 @@ def repair_partition(plan: RepairPlan, rows: Iterator[Any]) -> Iterator[Dict[str
                 counts["puts"] += 1
                 yield item, int(size)
 
-    stats = batch_write.write_items(
-        plan.table, records(), key_names=plan.key_names, region=plan.region,
-        limiter=pacing.RateLimiter(plan.budget_per_task), policy=retry.RetryPolicy(max_attempts=plan.max_attempts),
-        wcu_multiplier=plan.wcu_multiplier, threads=plan.writers)
+    limiter = budget_service.limiter_for(plan.budget, plan.writers)
+    try:
+        stats = batch_write.write_items(
+            plan.table, records(), key_names=plan.key_names, region=plan.region, limiter=limiter,
+            policy=retry.RetryPolicy(max_attempts=plan.max_attempts, throttle_s=plan.throttle_s),
+            wcu_multiplier=plan.wcu_multiplier, threads=plan.writers)
+    finally:
+        budget_service.close(limiter)
     yield dict(asdict(stats), **counts)
 
 
@@ -76,12 +82,26 @@ def differences(vault_items, replica, ttl_attribute: Optional[str], now_epoch: O
     put = (F.col("v_pk").isNotNull()
            & ((F.col("r_pk").isNull() & ~F.coalesce(expired(F.col("v_ttl"), now), F.lit(False)))
               | (F.col("r_hash") != F.col("v_hash"))))
-    puts = joined.where(put).select(F.col("v_pk").alias(layout.PK), F.col("v_item").alias(layout.ITEM),
+    puts = joined.where(put).select(F.col("v_pk").alias(layout.PK), F.col("v_sk").alias(layout.SK),
+                                    F.col("v_item").alias(layout.ITEM),
                                     F.col("v_size").alias(layout.ITEM_SIZE), F.lit(False).alias("delete"))
     deletes = joined.where(F.col("v_pk").isNull()).select(
-        F.col("r_pk").alias(layout.PK), F.col("r_item").alias(layout.ITEM),
+        F.col("r_pk").alias(layout.PK), F.col("r_sk").alias(layout.SK), F.col("r_item").alias(layout.ITEM),
         F.lit(DELETE_SIZE_ESTIMATE).cast("long").alias(layout.ITEM_SIZE), F.lit(True).alias("delete"))
     return puts.unionByName(deletes)
+
+
+def spread(frame, partitions: int):
+    """The load's rows dealt to ``partitions`` by a hash of the whole key (hash and range key), each partition in
+    the order of a second hash of the key. A partition key with many items (30% of a table under one key is
+    common: a tenant, a day) then reaches every task, and within a task its items are interleaved with other
+    keys instead of arriving as one long run: a run of one partition key goes to one DynamoDB partition, which
+    takes at most 1,000 WCU/s whatever the table's capacity. Deterministic, so a resumed load sees the same
+    partitions."""
+    from pyspark.sql import functions as F
+
+    key = [F.col(layout.PK), F.col(layout.SK)]
+    return frame.repartition(partitions, *key).sortWithinPartitions(F.xxhash64(*key))
 
 
 def repair_table(spark, opts, frame, *, meta: Dict[str, Any], target: Dict[str, Any], budget: float,
@@ -92,23 +112,28 @@ def repair_table(spark, opts, frame, *, meta: Dict[str, Any], target: Dict[str, 
     read, _ = read_budget(target, None, None)
     total = plan_segments(int(target.get("TableSizeBytes") or 0), slots, 4, None)
     groups = group_segments(total, 4)
-    units = spark.sparkContext.accumulator(0.0)
-    scan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, pacing.share(read, min(len(groups), slots)),
-                    4, False, opts.max_attempts, datetime.now(timezone.utc), run_id, None)
     ttl_attribute = tables.ttl_attribute(opts.table, opts.region)
-    writes = differences(frame, replica_items(spark, scan, groups, units), ttl_attribute)
     partitions = max(2 * slots, 1)
-    plan = RepairPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()),
-                      pacing.share(budget, min(partitions, slots)), opts.writers_per_task,
-                      wcu_multiplier, opts.max_attempts)
+    host = budget_service.driver_host(spark)
     started = time.time()
-    with raising_executor_errors():
-        results = (writes.repartition(partitions, layout.PK).select(layout.ITEM, layout.ITEM_SIZE, "delete").rdd
-                   .mapPartitions(lambda rows: repair_partition(plan, rows)).collect())
+    # The scan (read budget) and the writes (write budget) run in the same Spark job: two budgets, one each.
+    with budget_service.BudgetService(read, host=host, unit_name="RCU") as reads, \
+            budget_service.BudgetService(budget, host=host, unit_name="WCU") as writes_budget:
+        scan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, reads.endpoint, 4, False,
+                        opts.max_attempts, datetime.now(timezone.utc), run_id, None, None, opts.throttle_s)
+        writes = differences(frame, replica_items(spark, scan, groups, None), ttl_attribute)
+        plan = RepairPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()),
+                          writes_budget.endpoint, opts.writers_per_task, wcu_multiplier, opts.max_attempts,
+                          opts.throttle_s)
+        with raising_executor_errors():
+            results = (spread(writes.select(layout.PK, layout.SK, layout.ITEM, layout.ITEM_SIZE, "delete"),
+                              partitions)
+                       .select(layout.ITEM, layout.ITEM_SIZE, "delete").rdd
+                       .mapPartitions(lambda rows: repair_partition(plan, rows)).collect())
     puts, deletes = sum(r["puts"] for r in results), sum(r["deletes"] for r in results)
-    log.info("repair of %s: %d items put, %d deleted, %.1f RCU read", opts.table, puts, deletes, units.value)
+    log.info("repair of %s: %d items put, %d deleted, %.1f RCU read", opts.table, puts, deletes, reads.consumed)
     return {"repaired_puts": puts, "repaired_deletes": deletes,
-            "consumed_wcu": round(sum(r["wcu"] for r in results), 1), "consumed_rcu": round(units.value, 1),
+            "consumed_wcu": round(writes_budget.consumed, 1), "consumed_rcu": round(reads.consumed, 1),
             "load_s": round(time.time() - started, 3),
             "throttle_retries": sum(r["retries"] for r in results),
             "unprocessed_retries": sum(r["unprocessed_retries"] for r in results),

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ddbvault import codec, repair
-from ddbvault.dynamo import batch_write, pacing, retry
+from ddbvault.dynamo import batch_write, retry
+from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
@@ -46,6 +47,7 @@ class RestoreOptions:
     billing_mode: Optional[str] = None
     writers_per_task: int = 4
     max_attempts: int = 12
+    throttle_s: float = retry.RetryPolicy.throttle_s
 
 
 def write_budget(description: Dict[str, Any], max_write_units: Optional[float],
@@ -99,11 +101,12 @@ class LoadPlan:
     key_names: Tuple[str, ...]
     markers: str
     vault_region: Optional[str]
-    budget_per_task: Optional[float]
+    budget: Optional[budget_service.Endpoint]
     writers: int
     wcu_multiplier: float
     max_attempts: int
     progress: Optional[Tuple[str, int]]
+    throttle_s: float = retry.RetryPolicy.throttle_s
 
 
 def load_partition(plan: LoadPlan, index: int, rows: Iterator[Any]) -> Iterator[Dict[str, Any]]:
@@ -121,14 +124,16 @@ def load_partition(plan: LoadPlan, index: int, rows: Iterator[Any]) -> Iterator[
             sender.add(items=1)
             yield item, int(row[1])
 
+    limiter = budget_service.limiter_for(plan.budget, plan.writers)
     try:
         stats = batch_write.write_items(
-            plan.table, records(), key_names=plan.key_names, region=plan.region,
-            limiter=pacing.RateLimiter(plan.budget_per_task), policy=retry.RetryPolicy(max_attempts=plan.max_attempts),
+            plan.table, records(), key_names=plan.key_names, region=plan.region, limiter=limiter,
+            policy=retry.RetryPolicy(max_attempts=plan.max_attempts, throttle_s=plan.throttle_s),
             wcu_multiplier=plan.wcu_multiplier, threads=plan.writers)
         sender.add(units=stats.wcu, parts_done=1)
     finally:
         sender.close()
+        budget_service.close(limiter)
     result = dict(asdict(stats), partition=index, finished_at=datetime.now(timezone.utc).isoformat())
     store.write_json(marker, result, plan.vault_region)
     yield dict(result, skipped=False)
@@ -171,7 +176,6 @@ def prepare_table(meta: Dict[str, Any], opts: RestoreOptions, existing: Optional
 
 def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     """Rebuild ``opts.table`` in ``opts.region`` from ``opts.vault``; returns the run's figures."""
-    from pyspark.sql import functions as F
 
     from ddbvault.session import build_session, set_vault_region
 
@@ -226,28 +230,29 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     partitions = int(manifest["partitions"])
 
     budget, budget_source = write_budget(target, opts.max_write_units, opts.write_percent)
-    slots = spark.sparkContext.defaultParallelism
-    per_task = pacing.share(budget, min(partitions, slots))
     multiplier = write_cost_multiplier(target)
     run.summary.update({"restore_id": rid, "table_created": created, "partitions": partitions,
                         "write_budget_wcu": budget, "items_expected": manifest["items"]})
-    log.info("restore %s v%d -> %s (%s): %d items in %d partitions; budget %.0f WCU/s (%s), %.1f per task",
-             opts.vault, version, opts.table, opts.region, manifest["items"], partitions, budget, budget_source,
-             per_task or 0)
+    log.info("restore %s v%d -> %s (%s): %d items in %d partitions; budget %.0f WCU/s (%s) for the whole job",
+             opts.vault, version, opts.table, opts.region, manifest["items"], partitions, budget, budget_source)
 
     started = time.time()
-    driver_host = spark.conf.get("spark.driver.host", "127.0.0.1")
-    with ProgressServer(f"restore {opts.table}", expected_items=manifest["items"], budget=budget, parts=partitions,
-                        unit_name="WCU", part_name="partitions", advertise=driver_host) as progress:
+    driver_host = budget_service.driver_host(spark)
+    slots = spark.sparkContext.defaultParallelism
+    with budget_service.BudgetService(budget, host=driver_host, unit_name="WCU",
+                                      callers=min(partitions, slots) * opts.writers_per_task) as writes, \
+            ProgressServer(f"restore {opts.table}", expected_items=manifest["items"], budget=budget, parts=partitions,
+                           unit_name="WCU", part_name="partitions", advertise=driver_host) as progress:
         plan = LoadPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()), markers,
-                        opts.vault_region, per_task, opts.writers_per_task, multiplier, opts.max_attempts,
-                        progress.address)
+                        opts.vault_region, writes.endpoint, opts.writers_per_task, multiplier, opts.max_attempts,
+                        progress.address, opts.throttle_s)
         with raising_executor_errors():
-            results = (items.select(layout.ITEM, layout.ITEM_SIZE, layout.PK)
-                       .repartition(partitions, F.col(layout.PK))
+            results = (repair.spread(items.select(layout.ITEM, layout.ITEM_SIZE, layout.PK, layout.SK), partitions)
+                       .select(layout.ITEM, layout.ITEM_SIZE)
                        .rdd.mapPartitionsWithIndex(lambda index, rows: load_partition(plan, index, rows))
                        .collect())  # one small stats dict per partition, never items
     elapsed = time.time() - started
+    run.summary["write_capacity"] = writes.summary()
     written = sum(r["items"] for r in results if not r["skipped"])
     skipped = sum(r["items"] for r in results if r["skipped"])
     if written + skipped != manifest["items"]:
@@ -259,7 +264,7 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     run.summary.update({
         "items": written + skipped, "items_written": written, "items_skipped_resumed": skipped,
         "partitions_skipped": sum(1 for r in results if r["skipped"]),
-        "consumed_wcu": round(sum(r["wcu"] for r in results if not r["skipped"]), 1),
+        "consumed_wcu": round(writes.consumed, 1),
         "unprocessed_retries": sum(r["unprocessed_retries"] for r in results if not r["skipped"]),
         "throttle_retries": sum(r["retries"] for r in results if not r["skipped"]),
         "load_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
-from ddbvault.dynamo import pacing
+from ddbvault.dynamo import budget as budget_service
+from ddbvault.dynamo import retry
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, VaultError, VerifyMismatch, raising_executor_errors
 from ddbvault.export import (
@@ -24,6 +25,7 @@ from ddbvault.export import (
     plan_segments,
     read_budget,
     scan_partition,
+    units_per_item,
 )
 from ddbvault.progress import ProgressServer
 from ddbvault.vault import integrity, items, layout, metadata, pointintime, store
@@ -51,6 +53,7 @@ class VerifyOptions:
     read_percent: Optional[float] = None
     readers_per_task: int = 4
     max_attempts: int = 12
+    throttle_s: float = retry.RetryPolicy.throttle_s
     examples: int = 5
 
 
@@ -204,16 +207,17 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
                           if opts.segments is None else 0)
     total = plan_segments(size, slots, opts.readers_per_task, opts.segments)
     groups = group_segments(total, opts.readers_per_task)
-    units = spark.sparkContext.accumulator(0.0)
     run.summary.update({"segments": total, "read_budget_rcu": budget, "planned_bytes": size})
     started = time.time()
-    with ProgressServer(f"verify {opts.table}", expected_items=int(description.get("ItemCount") or 0) or None,
-                        budget=budget, parts=total,
-                        advertise=spark.conf.get("spark.driver.host", "127.0.0.1")) as progress:
-        plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total,
-                        pacing.share(budget, min(len(groups), slots)), opts.readers_per_task, False,
-                        opts.max_attempts, datetime.now(timezone.utc), run.run_id, progress.address)
-        replica = replica_items(spark, plan, groups, units)
+    host = budget_service.driver_host(spark)
+    with budget_service.BudgetService(budget, host=host, unit_name="RCU",
+                                      callers=min(len(groups), slots) * opts.readers_per_task) as reads, \
+            ProgressServer(f"verify {opts.table}", expected_items=int(description.get("ItemCount") or 0) or None,
+                           budget=budget, parts=total, advertise=host) as progress:
+        plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, reads.endpoint, opts.readers_per_task,
+                        False, opts.max_attempts, datetime.now(timezone.utc), run.run_id, progress.address,
+                        units_per_item(description, False), opts.throttle_s)
+        replica = replica_items(spark, plan, groups, None)
         # The live table is scanned exactly once, by this write: everything after reads the scratch copy, so no
         # second action and no evicted cache can scan it again (twice the RCU, and a second, different reading).
         scratch = layout.join(opts.vault, layout.META_DIR, SCRATCH_DIR, run.run_id)
@@ -231,8 +235,8 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
         "vault_items": result[SAME] + result[MISSING] + result[DIFFERENT] + result[EXPIRED],
         "replica_items": result[SAME] + result[EXTRA] + result[DIFFERENT],
         "same": result[SAME], "missing": result[MISSING], "extra": result[EXTRA], "different": result[DIFFERENT],
-        "expired": result[EXPIRED], "examples": result["examples"], "consumed_rcu": round(units.value, 1),
-        "compare_s": round(time.time() - started, 3),
+        "expired": result[EXPIRED], "examples": result["examples"], "consumed_rcu": round(reads.consumed, 1),
+        "compare_s": round(time.time() - started, 3), "read_capacity": reads.summary(),
     })
     bad = {kind: result[kind] for kind in MISMATCHES if result[kind]}
     if bad:

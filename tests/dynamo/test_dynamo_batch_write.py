@@ -16,6 +16,14 @@ from ddbvault.errors import CapacityError, TableError, UnprocessedItemsError
 FAST = RetryPolicy(max_attempts=12, base_delay_s=0.001, max_delay_s=0.01)
 
 
+class TOP:
+    """Jitter at its top: every backoff is its cap, so a time budget is reached after a known number of calls."""
+
+    @staticmethod
+    def uniform(low: float, high: float) -> float:
+        return high
+
+
 def size_of(item):
     """DynamoDB's item size, near enough for these tests (scalars only): attribute names plus values."""
     total = 0
@@ -129,15 +137,16 @@ def test_exhausted_unprocessed_raises_naming_the_keys(faults, tables):
     table = tables.create("pk", "S", "sk", "N")
     records = records_with_duplicates(60, keys=60)
     faults.set_rules(["BatchWriteItem:unprocessed:keep=0"], record=True)
-    policy = RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.01)
+    # Backoffs of 2, 4 and 8 ms (jitter at its top): the third wait passes the 7 ms throttle budget.
+    policy = RetryPolicy(max_attempts=1, base_delay_s=0.001, max_delay_s=0.01, throttle_s=0.007, random=TOP)
     with pytest.raises(UnprocessedItemsError) as caught:
         write_items(table, records, key_names=["pk", "sk"], policy=policy)
     message = str(caught.value)
     assert message.startswith(f"BatchWriteItem to table {table}: 25 items did not finish")
-    assert "on 4 calls in a row" in message
+    assert "on 4 calls in a row over 0s of backoff" in message
     assert "keys {pk=S:'k0', sk=N:0}, {pk=S:'k1', sk=N:1}, {pk=S:'k2', sk=N:2}," in message
     assert "and 20 more" in message
-    assert "lower --max-write-units" in message and "raise --max-retries" in message
+    assert "lower --max-write-units" in message and "raise --max-throttle-minutes" in message
     assert len(caught.value.unprocessed_keys) == 25
     assert faults.counters()["requests"]["BatchWriteItem"] == 4  # later batches never sent
     assert tables.scan_all(table) == []
@@ -156,7 +165,8 @@ def test_partial_progress_is_not_exhaustion(faults, tables):
 def test_throttled_forever_raises_capacity_error(faults, tables):
     table = tables.create("pk", "S", "sk", "N")
     faults.set_rules(["BatchWriteItem:throttle:code=ThrottlingException"])
-    policy = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.01)
+    # Throttling is budgeted by time: backoffs of 1 and 2 ms reach the 3 ms budget; attempts do not count.
+    policy = RetryPolicy(max_attempts=1, base_delay_s=0.001, max_delay_s=0.01, throttle_s=0.003, random=TOP)
     with pytest.raises(CapacityError) as caught:
         write_items(table, records_with_duplicates(5, keys=5), key_names=["pk", "sk"], policy=policy)
     assert not isinstance(caught.value, UnprocessedItemsError)

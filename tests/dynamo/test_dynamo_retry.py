@@ -111,14 +111,18 @@ def test_server_and_connection_errors_are_retried_without_slowing_the_pace(error
 def test_exhausted_throttles_raise_capacity_error_that_says_what_to_do():
     error = client_error("ProvisionedThroughputExceededException", message="Rate of requests exceeds")
     fn, state = failing([error] * 100)
-    policy = RetryPolicy(max_attempts=5, sleep=lambda s: None)
+    top = type("Top", (), {"uniform": staticmethod(lambda low, high: high)})
+    # Throttles are budgeted by the time they keep a call waiting, not by attempts: backoffs of 0.05, 0.1,
+    # 0.2 and 0.4 s (jitter at its top) reach 0.75 s on the fifth attempt.
+    policy = RetryPolicy(max_attempts=1, sleep=lambda s: None, throttle_s=0.75, random=top)
     with pytest.raises(CapacityError) as caught:
         retry.call(fn, policy=policy, what="Scan of table orders segment 3/16")
     assert state["calls"] == 5
     message = str(caught.value)
     assert message.startswith("Scan of table orders segment 3/16 failed after 5 attempts")
     assert "last error ProvisionedThroughputExceededException" in message
-    assert "lower --max-read-units or raise the table's capacity, or raise --max-retries" in message
+    assert "kept throttling it for 1s of backoff" in message
+    assert "lower --max-read-units or raise the table's capacity, or raise --max-throttle-minutes" in message
     assert caught.value.__cause__ is error
 
 

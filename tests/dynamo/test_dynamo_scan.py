@@ -19,6 +19,14 @@ from servers import REGION_A
 FAST = RetryPolicy(max_attempts=12, base_delay_s=0.001, max_delay_s=0.01)
 
 
+class TOP:
+    """Jitter at its top: every backoff is its cap, so a time budget is reached after a known number of calls."""
+
+    @staticmethod
+    def uniform(low: float, high: float) -> float:
+        return high
+
+
 def hash_items(n):
     return [{
         "pk": {"S": f"item-{i:04d}"},
@@ -169,13 +177,14 @@ def test_throttles_and_server_errors_are_retried_exactly(faults, loaded):
 def test_outage_raises_capacity_error_naming_the_segment(faults, loaded):
     table = next(iter(loaded))
     faults.set_rules(["Scan:throttle:after=2"])
-    policy = RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.01)
+    # Throttling is budgeted by time: backoffs of 1, 2 and 4 ms (jitter at its top) reach the 7 ms budget.
+    policy = RetryPolicy(max_attempts=1, base_delay_s=0.001, max_delay_s=0.01, throttle_s=0.007, random=TOP)
     with pytest.raises(CapacityError) as caught:
         list(scan_segment(table, 2, 4, policy=policy, page_size=10))
     message = str(caught.value)
     assert message.startswith(f"Scan of table {table} segment 2/4 failed after 4 attempts")
     assert "ProvisionedThroughputExceededException" in message
-    assert "lower --max-read-units or raise the table's capacity, or raise --max-retries" in message
+    assert "lower --max-read-units or raise the table's capacity, or raise --max-throttle-minutes" in message
     assert faults.counters()["requests"]["Scan"] == 2 + 4
 
 

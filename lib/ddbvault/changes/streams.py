@@ -3,7 +3,9 @@
 ``GetRecords`` goes through the shared retry policy (throttling, 5xx, connection errors; ``LimitExceeded`` is
 the Streams API's throttle). An iterator that expires (15 minutes) is renewed after the last record read.
 ``TrimmedDataAccessException`` and a vanished stream or shard become :class:`StreamGapError`: the records the vault
-needs are gone. No Spark here.
+needs are gone. Every GetShardIterator and GetRecords call is paid for from the job's stream-read budget (calls
+per second, whatever the number of shards read at once): the shards' read limits are shared with the stream's
+other consumers (Lambda triggers, global tables). No Spark here.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from botocore.exceptions import ClientError
 from ddbvault import aws
 from ddbvault.changes import records
 from ddbvault.changes.shards import NEW_EXPORT, ShardTask, StreamGapError
+from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import retry
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ class ReadPlan:
     cut: datetime          # records at or after this time stay for the next merge
     run_id: str
     max_attempts: int = 12
+    budget: Optional[budget_service.Endpoint] = None   # the job's GetRecords/GetShardIterator calls per second
+    throttle_s: float = retry.RetryPolicy.throttle_s
 
 
 def _gap(task: ShardTask, exc: ClientError) -> StreamGapError:
@@ -53,7 +58,16 @@ def read_shard(plan: ReadPlan, task: ShardTask, client: Any = None,
     """Change rows of ``task``'s shard in order, then one position dict (``records.position_dict``) as the last
     item: the last sequence number read and whether the shard is finished."""
     client = client or aws.client("dynamodbstreams", plan.region, data_plane=True)
-    policy = retry.RetryPolicy(max_attempts=plan.max_attempts, sleep=sleep)
+    policy = retry.RetryPolicy(max_attempts=plan.max_attempts, sleep=sleep, throttle_s=plan.throttle_s)
+    limiter = budget_service.limiter_for(plan.budget)
+    try:
+        yield from _read(plan, task, client, policy, limiter=limiter, sleep=sleep)
+    finally:
+        budget_service.close(limiter)
+
+
+def _read(plan: ReadPlan, task: ShardTask, client: Any, policy: retry.RetryPolicy, *, limiter: Any,
+          sleep: Callable[[float], Any]) -> Iterator[tuple]:
     names = records.KeyNames(plan.hash_key, plan.range_key)
     what = f"GetRecords of stream shard {task.shard_id}"
     last_seq: Optional[str] = None
@@ -66,9 +80,10 @@ def read_shard(plan: ReadPlan, task: ShardTask, client: Any = None,
             kwargs.update(ShardIteratorType=task.start, SequenceNumber=task.seq)
         else:
             kwargs.update(ShardIteratorType=task.start)
+        limiter.acquire(1.0)
         try:
             return retry.call(lambda: client.get_shard_iterator(**kwargs), policy=policy, what=what,
-                              advice=retry.STREAMS_ADVICE)["ShardIterator"]
+                              advice=retry.STREAMS_ADVICE, limiter=limiter)["ShardIterator"]
         except ClientError as exc:
             if exc.response["Error"].get("Code") in GONE_CODES:
                 raise _gap(task, exc) from exc
@@ -81,9 +96,10 @@ def read_shard(plan: ReadPlan, task: ShardTask, client: Any = None,
             done = True  # a closed shard read to its end
             break
         current = shard_iterator
+        limiter.acquire(1.0)
         try:
             answer = retry.call(lambda it=current: client.get_records(ShardIterator=it, Limit=1000), policy=policy,
-                                what=what, advice=retry.STREAMS_ADVICE)
+                                what=what, advice=retry.STREAMS_ADVICE, limiter=limiter)
         except ClientError as exc:
             code = exc.response["Error"].get("Code")
             if code == "ExpiredIteratorException":

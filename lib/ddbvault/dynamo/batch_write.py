@@ -12,7 +12,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ddbvault import aws
 from ddbvault.dynamo import retry
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_ITEMS = 25
 MAX_BATCH_BYTES = 16 * 1024 * 1024
-WRITE_ADVICE = "lower --max-write-units or raise the table's write capacity, or raise --max-retries"
+WRITE_ADVICE = ("lower --max-write-units or raise the table's write capacity, or raise --max-throttle-minutes "
+                "(throttling) or --max-retries (server errors)")
 _POLL_S = 0.1
 _KEYS_SHOWN = 5
 
@@ -95,8 +96,12 @@ def describe_key(key: Key, key_names: Sequence[str]) -> str:
     return "{" + ", ".join(shown) + "}"
 
 
-def batches(records: Iterable[tuple], key_names: Sequence[str], table: str) -> Iterator[List[_Record]]:
-    """Group records into BatchWriteItem calls: <= 25 requests, <= 16 MB, no key twice in one call.
+def batches(records: Iterable[tuple], key_names: Sequence[str], table: str, *,
+            call_units: Optional[Callable[[], Optional[float]]] = None,
+            wcu_multiplier: float = 1.0) -> Iterator[List[_Record]]:
+    """Group records into BatchWriteItem calls: <= 25 requests, <= 16 MB, no key twice in one call, and, with
+    ``call_units`` (the limiter's ``call_units``), no more estimated WCU than one call should cost now (at
+    least one item), so a small budget gets small, evenly spaced calls instead of 25-item bursts.
 
     A record is ``(item, size)`` for a put, or ``(key, size, True)`` for a delete of that key (``size`` then
     estimates the deleted item's size, which is what the delete costs).
@@ -107,16 +112,21 @@ def batches(records: Iterable[tuple], key_names: Sequence[str], table: str) -> I
     current: List[_Record] = []
     keys: set = set()
     size = 0
+    units = 0.0
+    cap = call_units() if call_units is not None else None
     for entry in records:
         item, item_size = entry[0], entry[1]
         record = _Record(key_of(item, key_names, table), item, int(item_size), len(entry) > 2 and bool(entry[2]))
+        cost = item_wcu(record.size) * wcu_multiplier
         if current and (record.key in keys or len(current) >= MAX_BATCH_ITEMS
-                        or size + record.size > MAX_BATCH_BYTES):
+                        or size + record.size > MAX_BATCH_BYTES or (cap is not None and units + cost > cap)):
             yield current
-            current, keys, size = [], set(), 0
+            current, keys, size, units = [], set(), 0, 0.0
+            cap = call_units() if call_units is not None else None
         current.append(record)
         keys.add(record.key)
         size += record.size
+        units += cost
     if current:
         yield current
 
@@ -153,7 +163,8 @@ class _Writer:
 
     def send(self, batch: List[_Record]) -> None:
         pending = batch
-        stalled = 0  # consecutive calls that wrote nothing
+        stalled = 0      # consecutive calls that wrote nothing
+        stalled_s = 0.0  # the backoff slept over them: deferred items are throttling, budgeted by time
         while True:
             if self.cancel is not None and self.cancel.is_set():
                 raise _Cancelled()
@@ -178,11 +189,17 @@ class _Writer:
                 self.limiter.throttled()
             # Backoff grows while nothing gets through; a call that made progress resets it (the limiter,
             # told above, still keeps the pace down). Only calls that wrote nothing count towards giving up.
-            stalled = stalled + 1 if len(left) == len(pending) else 0
-            if stalled >= self.policy.max_attempts:
-                raise self._exhausted(left, stalled)
+            if len(left) == len(pending):
+                stalled += 1
+            else:
+                stalled, stalled_s = 0, 0.0
+            if stalled and stalled_s >= self.policy.throttle_s:
+                raise self._exhausted(left, stalled, stalled_s)
             self.stats.unprocessed_retries += 1
-            self.policy.sleep(self.policy.delay(stalled))
+            delay = self.policy.delay(stalled)
+            if stalled:
+                stalled_s += delay
+            self.policy.sleep(delay)
             pending = left
 
     def _call(self, pending: List[_Record]) -> Tuple[int, Dict[str, Any]]:
@@ -214,12 +231,13 @@ class _Writer:
             left.append(by_key.get(key) or _Record(key, item, max(r.size for r in pending), delete))
         return left
 
-    def _exhausted(self, left: List[_Record], attempts: int) -> UnprocessedItemsError:
+    def _exhausted(self, left: List[_Record], attempts: int, waited_s: float) -> UnprocessedItemsError:
         keys = ", ".join(describe_key(r.key, self.key_names) for r in left[:_KEYS_SHOWN])
         more = f" and {len(left) - _KEYS_SHOWN} more" if len(left) > _KEYS_SHOWN else ""
         error = UnprocessedItemsError(
             f"{self.what}: {len(left)} items did not finish: DynamoDB returned them as UnprocessedItems on "
-            f"{attempts} calls in a row (keys {keys}{more}); this writer had written {self.stats.items} items "
+            f"{attempts} calls in a row over {waited_s:.0f}s of backoff (keys {keys}{more}); this writer had "
+            f"written {self.stats.items} items "
             f"before, later items were not attempted. The table or one of its indexes is over its "
             f"write capacity: {WRITE_ADVICE}. Puts are idempotent: rerunning the restore is safe.")
         error.unprocessed_keys = [r.key for r in left]  # type: ignore[attr-defined]
@@ -249,9 +267,10 @@ def write_items(
     written by one thread in input order; at most ``queue_items`` records wait per thread.
 
     Items DynamoDB returns as unprocessed are re-sent with backoff (full jitter) and slow the limiter; a
-    call that wrote some of them resets the backoff. Raises ``UnprocessedItemsError`` once
-    ``policy.max_attempts`` calls in a row wrote none of a batch's remaining items, ``CapacityError`` when it keeps
-    throttling or failing, and lets other errors (validation, missing table) through unchanged.
+    call that wrote some of them resets the backoff. Raises ``UnprocessedItemsError`` once calls that wrote
+    none of a batch's remaining items have kept it waiting ``policy.throttle_s`` seconds in a row,
+    ``CapacityError`` when it keeps throttling or failing, and lets other errors (validation, missing table)
+    through unchanged.
     """
     policy = policy or retry.RetryPolicy()
     if threads < 1:
@@ -259,7 +278,8 @@ def write_items(
     if threads == 1:
         writer = _Writer(table, key_names=key_names, region=region, limiter=limiter, policy=policy,
                          wcu_multiplier=wcu_multiplier)
-        for batch in batches(records, key_names, table):
+        for batch in batches(records, key_names, table, call_units=_call_units(limiter),
+                             wcu_multiplier=wcu_multiplier):
             writer.send(batch)
         return writer.stats
     return _write_threaded(table, records, threads=threads, queue_items=queue_items, key_names=key_names,
@@ -267,6 +287,10 @@ def write_items(
 
 
 _END = object()
+
+
+def _call_units(limiter: Any) -> Optional[Callable[[], Optional[float]]]:
+    return None if limiter is None else limiter.call_units
 
 
 def _write_threaded(table: str, records: Iterable[Tuple[Dict[str, Any], int]], *, threads: int,
@@ -294,7 +318,8 @@ def _write_threaded(table: str, records: Iterable[Tuple[Dict[str, Any], int]], *
         writer = None
         try:
             writer = _Writer(table, cancel=stop, **writer_args)
-            for batch in batches(incoming(inbox), key_names, table):
+            for batch in batches(incoming(inbox), key_names, table, call_units=_call_units(writer_args["limiter"]),
+                                 wcu_multiplier=writer_args["wcu_multiplier"]):
                 writer.send(batch)
         except _Cancelled:
             pass

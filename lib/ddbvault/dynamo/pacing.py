@@ -33,7 +33,8 @@ class RateLimiter:
     ``throttled()`` multiplies the rate by ``decrease`` (at most once per ``cooldown_s``: one throttle storm
     hits every thread at once and should count once), never below ``max(1, min_fraction * target)`` units/s;
     ``recover()`` (called on each success) adds ``target / recovery_s`` units/s per second since the last
-    change, up to the target. ``clock`` and ``sleep`` are injectable for tests.
+    change, up to the target. ``start_full=False`` starts with an empty bucket (no burst at the start).
+    ``clock`` and ``sleep`` are injectable for tests.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class RateLimiter:
         min_fraction: float = 0.05,
         recovery_s: float = 10.0,
         cooldown_s: float = 1.0,
+        start_full: bool = True,
     ) -> None:
         if units_per_second is not None and units_per_second <= 0:
             raise ValueError(f"units_per_second must be positive or None, not {units_per_second}")
@@ -63,7 +65,7 @@ class RateLimiter:
             units_per_second, max(1.0, min_fraction * units_per_second))
         self._lock = threading.Lock()
         self._rate = units_per_second
-        self._tokens = 0.0 if units_per_second is None else units_per_second * burst_seconds
+        self._tokens = 0.0 if units_per_second is None or not start_full else units_per_second * burst_seconds
         now = clock()
         self._last_refill = now
         self._last_recover = now
@@ -135,6 +137,28 @@ class RateLimiter:
                     return False
                 wait = min(wait, _CANCEL_CHECK_S)
             self._sleep(wait)
+
+    def reserve(self, units: float) -> float:
+        """Take ``units`` now, without waiting, and return how many seconds the caller must wait before it
+        spends them (0 when the bucket had them): the reservation form of :meth:`acquire`, for a limiter that
+        serves callers elsewhere (the job's budget service). Reservations queue up in order of arrival: the
+        n-th caller waits until the debt the callers before it made is repaid."""
+        units = max(0.0, float(units))
+        with self._lock:
+            self._consumed += units
+            if self._rate is None:
+                return 0.0
+            self._refill(self._clock())
+            self._tokens -= units
+            return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+    def call_units(self, callers: int = 1) -> Optional[float]:
+        """How many units one call should cost so that ``callers`` calling at once stay about one second of
+        the current rate ahead of it (None = unlimited): callers size their pages and batches by it."""
+        rate = self.rate
+        if rate is None:
+            return None
+        return rate * self.burst_seconds / max(1, callers)
 
     def settle(self, estimated: float, actual: float) -> None:
         """After the call: charge (or refund) the difference between what was acquired and what it cost."""

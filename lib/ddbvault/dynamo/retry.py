@@ -1,9 +1,12 @@
 """Retries for DynamoDB data-plane calls: capped exponential backoff with full jitter.
 
 Data-plane clients (``ddbvault.aws.client(..., data_plane=True)``) have botocore's own retries turned off, so
-every throttle reaches :func:`call`: it backs off, tells the shared :class:`~ddbvault.dynamo.pacing.RateLimiter`
-so every thread of the task slows down, and after ``max_attempts`` raises a :class:`CapacityError` that says
-what to change. Thread-safe: a policy is read-only and the loop keeps its state on the stack.
+every throttle reaches :func:`call`: it backs off and tells the job's limiter so every reader or writer slows
+down. Throttling is budgeted by time, not by a count: minutes of throttling are normal on a busy table (a
+burst from another workload, a partition split), so a call keeps backing off until it has waited
+``throttle_s`` (10 minutes by default) in a row on throttles; server and connection errors give up after
+``max_attempts``. Either way it then raises a :class:`CapacityError` that says what to change. Thread-safe: a
+policy is read-only and the loop keeps its state on the stack.
 """
 from __future__ import annotations
 
@@ -43,8 +46,10 @@ SERVER_ERROR_CODES = frozenset({
     "RequestTimeoutException",
 })
 
-DEFAULT_ADVICE = "lower --max-read-units or raise the table's capacity, or raise --max-retries"
-STREAMS_ADVICE = "make sure no more than two readers poll the stream's shards at once, or raise --max-retries"
+DEFAULT_ADVICE = ("lower --max-read-units or raise the table's capacity, or raise --max-throttle-minutes "
+                  "(throttling) or --max-retries (server errors)")
+STREAMS_ADVICE = ("make sure no more than two readers poll the stream's shards at once, or lower "
+                  "--max-stream-reads, or raise --max-throttle-minutes")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class RetryPolicy:
     max_attempts: int = 12
     base_delay_s: float = 0.05
     max_delay_s: float = 10.0
+    throttle_s: float = 600.0
     sleep: Callable[[float], Any] = field(default=time.sleep, repr=False, compare=False)
     random: Any = field(default=_random, repr=False, compare=False)
 
@@ -66,6 +72,8 @@ class RetryPolicy:
             raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
         if self.base_delay_s < 0 or self.max_delay_s < 0:
             raise ValueError("retry delays must not be negative")
+        if self.throttle_s < 0:
+            raise ValueError(f"throttle_s must not be negative, not {self.throttle_s}")
 
     def delay(self, retry: int) -> float:
         """The sleep before retry number ``retry`` (0 = the first retry)."""
@@ -112,26 +120,38 @@ def call(
 ) -> T:
     """``fn()``, retried on retryable errors; non-retryable errors propagate unchanged.
 
-    ``what`` names the call for people ("Scan of table T segment 3/16"); ``limiter`` (a ``RateLimiter``)
-    hears about every throttle (``throttled()``) and every success (``recover()``); ``advice`` ends the
-    :class:`CapacityError` raised when ``policy.max_attempts`` attempts all failed.
+    ``what`` names the call for people ("Scan of table T segment 3/16"); ``limiter`` (a ``RateLimiter`` or the
+    job's budget client) hears about every throttle (``throttled()``) and every success (``recover()``);
+    ``advice`` ends the :class:`CapacityError` raised once throttles have kept this call waiting
+    ``policy.throttle_s`` seconds in a row, or ``policy.max_attempts`` attempts failed on other errors.
     """
     policy = policy or RetryPolicy()
-    attempt = 0
+    failures = 0          # server and connection errors: counted against max_attempts
+    throttled_s = 0.0     # backoff slept on throttles since the last other outcome
+    throttle_retries = 0
     while True:
-        attempt += 1
         try:
             result = fn()
         except Exception as exc:
             if not is_retryable(exc):
                 raise
             throttle = is_throttle(exc)
-            if throttle and limiter is not None:
-                limiter.throttled()
-            if attempt >= policy.max_attempts:
-                raise CapacityError(_exhausted_message(what, exc, attempt, throttle, advice)) from exc
-            delay = policy.delay(attempt - 1)
-            log.debug("%s: %s on attempt %d, retrying in %.3fs", what, error_code(exc), attempt, delay)
+            if throttle:
+                if limiter is not None:
+                    limiter.throttled()
+                if throttled_s >= policy.throttle_s:
+                    raise CapacityError(_exhausted_message(what, exc, failures + throttle_retries + 1, True,
+                                                           advice, throttled_s=throttled_s)) from exc
+                delay = policy.delay(throttle_retries)
+                throttle_retries += 1
+                throttled_s += delay
+            else:
+                failures += 1
+                throttled_s, throttle_retries = 0.0, 0
+                if failures >= policy.max_attempts:
+                    raise CapacityError(_exhausted_message(what, exc, failures, False, advice)) from exc
+                delay = policy.delay(failures - 1)
+            log.debug("%s: %s, retrying in %.3fs", what, error_code(exc), delay)
             policy.sleep(delay)
             continue
         if limiter is not None:
@@ -139,11 +159,12 @@ def call(
         return result
 
 
-def _exhausted_message(what: str, exc: BaseException, attempts: int, throttle: bool, advice: str) -> str:
+def _exhausted_message(what: str, exc: BaseException, attempts: int, throttle: bool, advice: str, *,
+                       throttled_s: float = 0.0) -> str:
     code = error_code(exc)
     detail = str(exc).splitlines()[0] if str(exc) else code
     if throttle:
-        why = "DynamoDB kept throttling"
+        why = f"DynamoDB kept throttling it for {throttled_s:.0f}s of backoff"
         todo = advice
     else:
         why = "DynamoDB kept failing (server or connection errors)"

@@ -98,6 +98,29 @@ def first_estimate(limiter: Optional[RateLimiter], consistent_read: bool) -> flo
     return guess if burst is None else max(MIN_PAGE_RCU, min(guess, burst))
 
 
+def unit_of_read(consistent_read: bool) -> float:
+    """What DynamoDB charges per 4 KB read (and at least, for any page)."""
+    return 1.0 if consistent_read else MIN_PAGE_RCU
+
+
+def page_limit(call_units: Optional[float], units_per_item: float) -> Optional[int]:
+    """Items per Scan page so that a page costs about ``call_units`` (None: no Limit, DynamoDB's 1 MB)."""
+    if call_units is None or units_per_item <= 0:
+        return None
+    return max(1, math.floor(call_units / units_per_item))
+
+
+def learn_units_per_item(previous: float, consumed: float, scanned: int, consistent_read: bool) -> float:
+    """Units per item after a page: the page's own figure, unless the page cost DynamoDB's minimum (it read
+    less than 4 KB), which only says items are at most that big."""
+    if scanned <= 0:
+        return previous
+    figure = consumed / scanned
+    if consumed <= unit_of_read(consistent_read):
+        return min(previous, figure)
+    return figure
+
+
 def scan_segment(
     table: str,
     segment: int,
@@ -111,6 +134,7 @@ def scan_segment(
     exclusive_start_key: Optional[Dict[str, Any]] = None,
     cancel: Optional[threading.Event] = None,
     raw_json: bool = False,
+    units_per_item: Optional[float] = None,
 ) -> Iterator[Page]:
     """Every page of one segment, in order, until DynamoDB stops returning ``LastEvaluatedKey``.
 
@@ -119,6 +143,10 @@ def scan_segment(
     ``cancel`` (used by :func:`scan_segments`) stops waiting for capacity and retrying as soon as it is set.
     ``raw_json`` gives items as DynamoDB's JSON (binaries as base64 text) without botocore's per-attribute
     parsing: the export's fast path (see :func:`_items_as_json`).
+
+    Without ``page_size``, pages follow the budget: each page's ``Limit`` is what the limiter says one call
+    should cost (``call_units``) over the units an item costs, first ``units_per_item`` (from the table's
+    average item size; default one 4 KB unit, a careful first guess) and then what the pages so far cost.
     """
     if not 0 <= segment < total_segments:
         raise ValueError(f"segment {segment} is not in 0..{total_segments - 1}")
@@ -132,8 +160,8 @@ def scan_segment(
     }
     if consistent_read:
         params["ConsistentRead"] = True
-    if page_size:
-        params["Limit"] = page_size
+    full_page = FULL_PAGE_RCU * (2 if consistent_read else 1)
+    per_item = units_per_item or unit_of_read(consistent_read)
     start_key = exclusive_start_key
     estimate = first_estimate(limiter, consistent_read)
     while True:
@@ -141,6 +169,13 @@ def scan_segment(
             raise _Cancelled()
         if start_key is not None:
             params["ExclusiveStartKey"] = start_key
+        limit = page_size
+        if limit is None and limiter is not None:
+            limit = page_limit(limiter.call_units(), per_item)
+            if limit is not None:
+                estimate = max(unit_of_read(consistent_read), min(full_page, limit * per_item))
+        if limit:
+            params["Limit"] = limit
         if limiter is not None and not limiter.acquire(estimate, cancel=cancel):
             raise _Cancelled()
         response = retry.call(lambda: client.scan(**params), policy=policy, what=what, limiter=limiter)
@@ -151,10 +186,12 @@ def scan_segment(
         if limiter is not None:
             limiter.settle(estimate, consumed)
         start_key = response.get("LastEvaluatedKey") or None
-        yield Page(items=items, consumed=consumed, scanned=int(response.get("ScannedCount", len(items))),
-                   segment=segment, done=start_key is None, last_key=start_key)
+        scanned = int(response.get("ScannedCount", len(items)))
+        yield Page(items=items, consumed=consumed, scanned=scanned, segment=segment, done=start_key is None,
+                   last_key=start_key)
         if start_key is None:
             return
+        per_item = learn_units_per_item(per_item, consumed, scanned, consistent_read)
         estimate = max(MIN_PAGE_RCU, consumed)
 
 
@@ -183,6 +220,7 @@ def scan_segments(
     page_size: Optional[int] = None,
     max_pending_pages: Optional[int] = None,
     raw_json: bool = False,
+    units_per_item: Optional[float] = None,
 ) -> Iterator[Tuple[int, Page]]:
     """Scan ``segments`` on up to ``threads`` threads; yield ``(segment, page)`` as pages arrive.
 
@@ -229,7 +267,8 @@ def scan_segments(
                     break
                 for page in scan_segment(table, segment, total_segments, region=region, limiter=limiter,
                                          policy=worker_policy, consistent_read=consistent_read,
-                                         page_size=page_size, cancel=stop, raw_json=raw_json):
+                                         page_size=page_size, cancel=stop, raw_json=raw_json,
+                                         units_per_item=units_per_item):
                     if not put((segment, page)):
                         return
         except _Cancelled:
