@@ -2,6 +2,7 @@
 trimming, expired iterators, throttling. No server: a scripted client stands in for DynamoDB Streams."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List
 
@@ -165,9 +166,13 @@ def test_trimmed_records_are_a_gap_and_endless_throttling_fails_clearly():
     client = ScriptedStreams({"t": [error("TrimmedDataAccessException")]}, {"t": True})
     with pytest.raises(StreamGapError, match="shard t are no longer readable"):
         read(client, shards.ShardTask("t", 0, "AT_SEQUENCE_NUMBER", "100", True))
+    # Throttling is budgeted by time (ReadPlan.throttle_s); with none left the first throttle ends the read.
     client = ScriptedStreams({"l": [error("LimitExceededException") for _ in range(6)]}, {"l": True})
-    with pytest.raises(CapacityError, match="GetRecords of stream shard l failed after 5 attempts"):
-        read(client, shards.ShardTask("l", 0, "TRIM_HORIZON", None, True))
+    with pytest.raises(CapacityError, match=r"GetRecords of stream shard l failed after 1 attempts; last error "
+                                            r"LimitExceededException.*--max-stream-reads"):
+        list(streams.read_shard(dataclasses.replace(PLAN, throttle_s=0.0), shards.ShardTask("l", 0, "TRIM_HORIZON",
+                                                                                           None, True),
+                                client=client, sleep=lambda s: None))
 
 
 def test_a_record_without_a_new_image_is_refused():
