@@ -26,7 +26,7 @@ from ddbvault.dynamo import table as tables
 from ddbvault.errors import CapacityError, TableError, VaultError
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.runner import Run
-from ddbvault.vault import layout, metadata
+from ddbvault.vault import layout, metadata, staging
 from servers import REGION_A, REGION_B
 
 
@@ -297,3 +297,43 @@ def test_vault_rows_carry_export_columns(spark, ddb, tmp_path):
     shown = spark.read.format("delta").load(os.path.join(vault, layout.ITEMS_DIR)) \
         .select(F.date_format(layout.CHANGE_TIME, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS").alias("t")).distinct().collect()
     assert [r.t for r in shown] == [summary["scan_started"].replace("+00:00", "")]
+
+
+def test_a_killed_export_rerun_reads_only_unfinished_segments_and_commits_once(spark, ddb, tmp_path,
+                                                                                executor_faults):
+    """Ten segments, one per task, two tasks at a time. The first run's Scan calls fail for good after the
+    calls of about six segments (an outage that outlasts every retry: the job dies mid-scan). The rerun keeps
+    every finished segment, reads the others (at most half the table), and makes the vault in one commit."""
+    client, made = ddb
+    table = name("exp-resume")
+    create_table(client, table, [("pk", "S")])
+    made.append(table)
+    items = [dict(every_type(i), pk={"S": f"k{i:04d}"}) for i in range(300)]
+    put_items(client, table, items)
+    expected = table_texts(client, table)
+    # Pages of 10 items: each segment takes a few calls (moto's md5 segments hold ~30 items each).
+    opts = {"segments": 10, "readers_per_task": 1, "max_attempts": 1}
+
+    full_vault = str(tmp_path / "full")
+    executor_faults.set([])
+    export(spark, table, full_vault, max_read_units=1000.0, **opts)
+    full_calls = executor_faults.counters()["requests"]["Scan"]
+
+    vault = str(tmp_path / "vault")
+    executor_faults.set([{"op": "Scan", "fault": "server_error", "after": int(full_calls * 0.6)}])
+    with pytest.raises(CapacityError):
+        export(spark, table, vault, max_read_units=1000.0, **opts)
+    staged = staging.finished(staging.root(vault))
+    assert 5 <= len(staged) < 10, sorted(staged)
+    assert not os.path.exists(os.path.join(vault, layout.ITEMS_DIR, "_delta_log"))  # nothing committed
+
+    executor_faults.set([])
+    summary, run = export(spark, table, vault, max_read_units=1000.0, **opts)
+    rerun_calls = executor_faults.counters()["requests"]["Scan"]
+    assert summary["segments_reused"] == len(staged)
+    assert rerun_calls <= full_calls / 2, (rerun_calls, full_calls)
+    assert vault_texts(spark, vault) == expected
+    assert (summary["items"], summary["vault_version"]) == (300, 0)
+    assert summary["resumed_from"] not in (None, run.run_id)
+    assert history_versions(spark, vault) == [0]
+    assert not os.path.exists(staging.root(vault))  # the staged rows are gone once committed

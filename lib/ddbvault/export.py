@@ -18,7 +18,7 @@ from ddbvault.dynamo import retry, scan
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
-from ddbvault.vault import integrity, layout, lock, metadata
+from ddbvault.vault import integrity, layout, lock, metadata, staging
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,59 @@ def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int],
         content_counter.add((count, digest))
 
 
+def stage_partition(plan: ScanPlan, staged_at: str, vault_region: Optional[str],
+                    segments: Iterator[int]) -> Iterator[Dict[str, Any]]:
+    """One Spark task of an export: scan its segments, paced by the job's budget, and stage each finished
+    segment's rows in the vault (``vault.staging``); one small dict per segment. Segments a previous attempt of
+    this task already finished are skipped, so a retried task reads only what it had not finished."""
+    already = staging.finished(staged_at, vault_region)
+    todo = [s for s in segments if s not in already]
+    limiter = budget_service.limiter_for(plan.budget, plan.readers)
+    sender = ProgressSender(plan.progress)
+    files: Dict[int, staging.SegmentFile] = {}
+    try:
+        for segment, page in scan.scan_segments(
+                plan.table, todo, plan.total_segments, threads=plan.readers, region=plan.region,
+                limiter=limiter, policy=retry.RetryPolicy(max_attempts=plan.max_attempts, throttle_s=plan.throttle_s),
+                consistent_read=plan.consistent_read, raw_json=True, units_per_item=plan.units_per_item):
+            out = files.get(segment)
+            if out is None:
+                out = files[segment] = staging.SegmentFile(staged_at, segment, vault_region)
+            for item in page.items:
+                pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
+                out.add(pk, sk, text, size, integrity.item_hash(text))
+            sender.add(items=len(page.items), units=page.consumed, parts_done=1 if page.done else 0)
+            if page.done:
+                finished = files.pop(segment).finish()
+                yield {"segment": segment, "items": finished.items}
+    finally:
+        staging.discard_all(files.values())
+        sender.close()
+        budget_service.close(limiter)
+
+
+def deal(segments: List[int], per_task: int) -> List[List[int]]:
+    """``segments`` dealt round-robin into tasks of at most ``per_task`` each (neighbours spread apart)."""
+    if not segments:
+        return []
+    tasks = max(1, math.ceil(len(segments) / max(per_task, 1)))
+    return [segments[first::tasks] for first in range(min(tasks, len(segments)))]
+
+
+def staged_rows(spark, paths: List[str], change_time: datetime, run_id: str):
+    """The staged segments as the items table's rows (FAILFAST: a damaged line fails the job, never drops)."""
+    from pyspark.sql import functions as F
+
+    staged = spark.read.schema(staging.stage_schema()).option("mode", "FAILFAST").json(paths)
+    return staged.select(
+        F.col(staging.PK).alias(layout.PK), F.col(staging.SK).alias(layout.SK),
+        F.col(staging.ITEM).alias(layout.ITEM), F.col(staging.SIZE).alias(layout.ITEM_SIZE),
+        F.lit(layout.SOURCE_EXPORT).alias(layout.SOURCE),
+        F.lit(change_time).cast("timestamp").alias(layout.CHANGE_TIME),
+        F.lit(None).cast("string").alias(layout.CHANGE_SEQ), F.lit(run_id).alias(layout.RUN_ID),
+        F.col(staging.DIGEST).alias(layout.ITEM_DIGEST))
+
+
 class _PairSum:
     """Accumulator of (count, digest) pairs, summed element-wise (Python ints: no overflow)."""
 
@@ -190,39 +243,59 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
 
     spark = set_vault_region(spark or build_session(f"ddbvault-{run.job}-{opts.table}"), opts.vault, opts.vault_region)
     slots = spark.sparkContext.defaultParallelism
-    total = plan_segments(int(description.get("TableSizeBytes") or 0), slots, opts.readers_per_task, opts.segments)
-    groups = group_segments(total, opts.readers_per_task)
     expected = int(description.get("ItemCount") or 0)
-    run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "segments": total,
-                        "tasks": len(groups), "read_budget_rcu": budget, "stream_view": view})
-    log.info("export %s (%s) -> %s: %d segments in %d tasks x %d readers; budget %.0f RCU/s (%s) for the whole job, "
-             "however many tasks run", opts.table, opts.region, opts.vault, total, len(groups), opts.readers_per_task,
-             budget, budget_source)
-
-    # Recorded before the first page: replaying the stream from here on makes the vault exact (AWS's advice).
-    scan_started = datetime.now(timezone.utc)
-    content = spark.sparkContext.accumulator((0, 0), _PairSum())  # updated in the write (an action): once per task
     driver_host = budget_service.driver_host(spark)
     items_path = layout.join(opts.vault, layout.ITEMS_DIR)
-    commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=scan_started.isoformat(),
-                                      stream_arn=description.get("LatestStreamArn"), stream_view=view)
+    staged_at = staging.root(opts.vault)
     started = time.time()
-    with lock.WriterLock(opts.vault, run.job, run.run_id, opts.vault_region, wait_s=opts.lock_wait_s) as writer, \
-            budget_service.BudgetService(budget, host=driver_host, unit_name="RCU",
-                                         callers=min(len(groups), slots) * opts.readers_per_task) as reads, \
-            ProgressServer(f"export {opts.table}", expected_items=expected or None, budget=budget, parts=total,
-                           advertise=driver_host) as progress:
-        plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, reads.endpoint, opts.readers_per_task,
-                        opts.consistent_read, opts.max_attempts, scan_started, run.run_id, progress.address,
-                        units_per_item(description, opts.consistent_read), opts.throttle_s)
-        rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
-            .mapPartitions(lambda segs: scan_partition(plan, None, segs, content))
-        frame = spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
+    with lock.WriterLock(opts.vault, run.job, run.run_id, opts.vault_region, wait_s=opts.lock_wait_s) as writer:
+        # Recorded before the first page: replaying the stream from here on makes the vault exact (AWS's advice).
+        # A resumed export keeps its first run's start and segments.
+        manifest = staging.resume_or_start(opts.vault, opts.vault_region, {
+            "run_id": run.run_id, "table_arn": description.get("TableArn"),
+            "table_created": str(description.get("CreationDateTime")), "consistent_read": opts.consistent_read,
+            "stream_arn": description.get("LatestStreamArn"),
+            "total_segments": plan_segments(int(description.get("TableSizeBytes") or 0), slots,
+                                            opts.readers_per_task, opts.segments),
+            "scan_started": datetime.now(timezone.utc).isoformat()}, datetime.now(timezone.utc))
+        total = int(manifest["total_segments"])
+        scan_started = datetime.fromisoformat(manifest["scan_started"])
+        kept = staging.finished(staged_at, opts.vault_region)
+        groups = deal(sorted(set(range(total)) - set(kept)), opts.readers_per_task)
+        run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "segments": total,
+                            "segments_reused": len(kept), "tasks": len(groups), "read_budget_rcu": budget,
+                            "stream_view": view, "resumed_from": manifest["run_id"] if kept else None})
+        log.info("export %s (%s) -> %s: %d segments (%d kept from run %s) in %d tasks x %d readers; budget %.0f RCU/s "
+                 "(%s) for the whole job, however many tasks run", opts.table, opts.region, opts.vault, total,
+                 len(kept), manifest["run_id"], len(groups), opts.readers_per_task, budget, budget_source)
+        with budget_service.BudgetService(budget, host=driver_host, unit_name="RCU",
+                                          callers=max(1, min(len(groups), slots)) * opts.readers_per_task) as reads, \
+                ProgressServer(f"export {opts.table}", expected_items=expected or None, budget=budget, parts=total,
+                               advertise=driver_host) as progress:
+            plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, reads.endpoint,
+                            opts.readers_per_task, opts.consistent_read, opts.max_attempts, scan_started, run.run_id,
+                            progress.address, units_per_item(description, opts.consistent_read), opts.throttle_s)
+            if groups:
+                with raising_executor_errors():
+                    spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
+                        .mapPartitions(lambda segs: stage_partition(plan, staged_at, opts.vault_region, segs)) \
+                        .collect()  # one small dict per segment, never items
+        run.summary["read_capacity"] = reads.summary()
+        done = staging.finished(staged_at, opts.vault_region)
+        try:
+            paths = staging.data_paths(done, total)
+        except ValueError as exc:
+            raise VaultError(f"the export of {opts.table} did not finish every segment ({exc}): rerun the same "
+                             f"command; finished segments are kept and not read again") from exc
+        scanned = sum(done[s].items for s in range(total))
+        digest = sum(done[s].digest for s in range(total))
+        commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=scan_started.isoformat(),
+                                          stream_arn=description.get("LatestStreamArn"), stream_view=view)
         writer.check()
         with raising_executor_errors():
-            frame.write.format("delta").mode("overwrite").option("userMetadata", commit).save(items_path)
+            staged_rows(spark, paths, scan_started, run.run_id).write.format("delta").mode("overwrite") \
+                .option("userMetadata", commit).save(items_path)
     elapsed = time.time() - started
-    run.summary["read_capacity"] = reads.summary()
 
     # This run's own commit, by its run id: "the newest" may already be another writer's (an operator's OPTIMIZE).
     mine = metadata.commit_by_run_id(spark, items_path, run.run_id)
@@ -236,12 +309,12 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     metadata.record_capture(opts.vault, version, meta, opts.vault_region, job=run.job,
                             run_id=run.run_id, scan_started=scan_started.isoformat())
     written = int(mine["metrics"].get("numOutputRows", 0))
-    scanned, digest = content.value
     if written != scanned:
         raise VaultError(f"the export of {opts.table} scanned {scanned} items but Delta version {version} of "
                          f"{opts.vault} holds {written}: do not restore that version; run the export again")
     integrity.record(opts.vault, version, written, digest, opts.vault_region, job=run.job, run_id=run.run_id)
     metadata.store.write_json(layout.join(opts.vault, layout.META_DIR, "table.json"), meta, opts.vault_region)
+    staging.clear(opts.vault, opts.vault_region)
     run.summary.update({
         "items": written, "vault_version": version, "consumed_rcu": round(reads.consumed, 1),
         "scan_write_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,

@@ -81,6 +81,25 @@ def write_text(uri: str, text: str, region: Optional[str] = None) -> None:
         raise _fail("write", uri, exc) from exc
 
 
+def put_file(local: str, uri: str, region: Optional[str] = None) -> None:
+    """Copy a local file to ``uri`` whole (S3: one upload, multipart when large; locally a rename into place)."""
+    s3 = split_s3(uri)
+    try:
+        if s3:
+            s3_client(region).upload_file(local, s3[0], s3[1])
+            return
+        import shutil
+
+        path = local_path(uri)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+        os.close(fd)
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+    except (ClientError, BotoCoreError, OSError) as exc:
+        raise _fail("write", uri, exc) from exc
+
+
 def read_json(uri: str, region: Optional[str] = None) -> Optional[Any]:
     text = read_text(uri, region)
     if text is None:

@@ -1,0 +1,172 @@
+"""An export's scan kept segment by segment until its one Delta commit: what makes an export resumable.
+
+A scan of a large table takes hours; a job killed at 60% (a lost driver, a spot reclaim, an operator's stop)
+should not read the table again from the start. So every finished segment leaves its rows in the vault at once,
+under ``_ddbvault/export-staging/``, and a rerun of the export scans only the segments that have none. The
+items table still changes in one commit, made from the staged rows once every segment is there.
+
+- ``manifest.json``: the export being staged: table ARN and creation time, TotalSegments, read consistency and
+  when the scan started (a resumed export keeps it: the first merge replays the stream from there, so it must
+  be less than ~20 hours old while the stream holds 24).
+- ``seg-<segment>-<attempt>.json.gz``: one segment's rows as JSON lines, written by one task attempt.
+- ``seg-<segment>-<attempt>-<items>-<digest>.done``: empty, written after the rows; its name says the segment is
+  finished, which file holds it and what the integrity record needs, so one listing tells a rerun everything.
+  Two attempts of one segment (a Spark retry, a speculative copy) leave two self-consistent pairs; one is used.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Dict, Iterable, List, Optional
+
+from ddbvault.vault import layout, store
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = "export-staging"
+MANIFEST = "manifest.json"
+# Older than this, a resumed export could not be completed by the stream (records live 24 hours).
+MAX_AGE = timedelta(hours=20)
+_DONE = re.compile(r"^seg-(\d+)-([0-9a-f]+)-(\d+)-(\d+)\.done$")
+
+# Staged rows: the columns the export's rows vary in; the rest are the same for the whole export.
+PK, SK, ITEM, SIZE, DIGEST = "p", "s", "i", "z", "d"
+
+
+def root(vault: str) -> str:
+    return layout.join(vault, layout.META_DIR, STAGING_DIR)
+
+
+def stage_schema():
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(PK, T.StringType(), False),
+        T.StructField(SK, T.StringType(), True),
+        T.StructField(ITEM, T.StringType(), False),
+        T.StructField(SIZE, T.LongType(), False),
+        T.StructField(DIGEST, T.LongType(), False),
+    ])
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished segment: where its rows are and what they hold."""
+
+    segment: int
+    data: str
+    items: int
+    digest: int
+
+
+def data_name(segment: int, attempt: str) -> str:
+    return f"seg-{segment:07d}-{attempt}.json.gz"
+
+
+def finished(staging: str, region: Optional[str] = None) -> Dict[int, Finished]:
+    """Every finished segment under ``staging``, from one listing."""
+    out: Dict[int, Finished] = {}
+    for name in store.list_names(staging, region):
+        match = _DONE.match(name)
+        if match:
+            segment = int(match.group(1))
+            out.setdefault(segment, Finished(segment, layout.join(staging, data_name(segment, match.group(2))),
+                                             int(match.group(3)), int(match.group(4))))
+    return out
+
+
+def resume_or_start(vault: str, region: Optional[str], fresh: Dict[str, Any], now: datetime,
+                    ) -> Dict[str, Any]:
+    """The manifest to work under: the staged export's, when it is this table's, with the same consistency and
+    young enough for the stream to complete it; else ``fresh``, after clearing what was staged."""
+    where = root(vault)
+    found = store.read_json(layout.join(where, MANIFEST), region)
+    if found is not None:
+        why = None
+        if (found.get("table_arn"), found.get("table_created")) != (fresh["table_arn"], fresh["table_created"]):
+            why = "it was of another table (or the table was created anew since)"
+        elif found.get("consistent_read") != fresh["consistent_read"]:
+            why = "it used another read consistency"
+        elif now - datetime.fromisoformat(found["scan_started"]) > MAX_AGE:
+            why = (f"its scan started at {found['scan_started']}, too long ago for the stream (24 hours) to bring "
+                   f"the vault up to date after it")
+        if why is None:
+            log.info("resuming the export staged by run %s (scan started %s): finished segments are kept",
+                     found.get("run_id"), found["scan_started"])
+            return found
+        log.warning("starting the export afresh, not resuming the staged one: %s", why)
+    store.delete_tree(where, region)
+    store.write_json(layout.join(where, MANIFEST), fresh, region)
+    return fresh
+
+
+def clear(vault: str, region: Optional[str] = None) -> None:
+    store.delete_tree(root(vault), region)
+
+
+def _spill_dir() -> Optional[str]:
+    # YARN gives each container its local disks in LOCAL_DIRS; /tmp on an EMR node is the small root volume.
+    for name in ("LOCAL_DIRS", "SPARK_LOCAL_DIRS"):
+        value = os.environ.get(name)
+        if value:
+            return value.split(",")[0]
+    return None
+
+
+class SegmentFile:
+    """One segment's rows on their way to the vault: gzip JSON lines in a local file, uploaded when the segment
+    is finished, then the marker that says so. Executor side."""
+
+    def __init__(self, staging: str, segment: int, region: Optional[str]) -> None:
+        self.staging, self.segment, self.region = staging, segment, region
+        self.attempt = uuid.uuid4().hex[:12]
+        fd, self.local = tempfile.mkstemp(prefix=f"ddbvault-seg-{segment}-", suffix=".json.gz", dir=_spill_dir())
+        os.close(fd)
+        self._out = gzip.open(self.local, "wt", encoding="utf-8", compresslevel=1, newline="\n")
+        self.items = 0
+        self.digest = 0
+
+    def add(self, pk: str, sk: Optional[str], text: str, size: int, digest: int) -> None:
+        self._out.write(json.dumps({PK: pk, SK: sk, ITEM: text, SIZE: size, DIGEST: digest}, ensure_ascii=False))
+        self._out.write("\n")
+        self.items += 1
+        self.digest += digest
+
+    def finish(self) -> Finished:
+        self._out.close()
+        try:
+            data = layout.join(self.staging, data_name(self.segment, self.attempt))
+            store.put_file(self.local, data, self.region)
+            marker = f"seg-{self.segment:07d}-{self.attempt}-{self.items}-{self.digest}.done"
+            store.write_text(layout.join(self.staging, marker), "", self.region)
+        finally:
+            self.discard()
+        return Finished(self.segment, data, self.items, self.digest)
+
+    def discard(self) -> None:
+        try:
+            self._out.close()
+        finally:
+            if os.path.exists(self.local):
+                os.remove(self.local)
+
+
+def discard_all(files: Iterable[SegmentFile]) -> None:
+    for file in list(files):
+        file.discard()
+
+
+def data_paths(done: Dict[int, Finished], total: int) -> List[str]:
+    """The staged files of segments 0..total-1, in order; raises if one is missing (the caller's bug or a lost
+    file: never commit a partial export)."""
+    missing = [s for s in range(total) if s not in done]
+    if missing:
+        raise ValueError(f"segments {missing[:10]} of {total} have no staged rows")
+    return [done[s].data for s in range(total)]
