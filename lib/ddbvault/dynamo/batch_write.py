@@ -171,7 +171,12 @@ class _Writer:
             estimate = self._estimate(pending)
             if self.limiter is not None and not self.limiter.acquire(estimate, cancel=self.cancel):
                 raise _Cancelled()
-            calls, response = self._call(pending)
+            try:
+                calls, response = self._call(pending)
+            except BaseException:
+                if self.limiter is not None:
+                    self.limiter.settle(estimate, 0.0)  # nothing was written by the call that failed
+                raise
             self.stats.batches += 1
             self.stats.retries += calls - 1
             left = self._unprocessed(response, pending)

@@ -178,7 +178,12 @@ def scan_segment(
             params["Limit"] = limit
         if limiter is not None and not limiter.acquire(estimate, cancel=cancel):
             raise _Cancelled()
-        response = retry.call(lambda: client.scan(**params), policy=policy, what=what, limiter=limiter)
+        try:
+            response = retry.call(lambda: client.scan(**params), policy=policy, what=what, limiter=limiter)
+        except BaseException:
+            if limiter is not None:
+                limiter.settle(estimate, 0.0)  # nothing was read: the job's figure counts only what was charged
+            raise
         items = response.get("Items", [])
         consumed = _consumed(response)
         if consumed is None:
