@@ -1,4 +1,4 @@
-"""ddbvault.dynamo.pacing: token bucket timing on a simulated clock, settle, AIMD, share()."""
+"""ddbvault.dynamo.pacing: token bucket timing on a simulated clock, settle, AIMD."""
 from __future__ import annotations
 
 import threading
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ddbvault.dynamo.pacing import RateLimiter, share
+from ddbvault.dynamo.pacing import RateLimiter
 
 
 def limiter_on(clock, rate, **kwargs):
@@ -133,16 +133,6 @@ def test_threads_share_one_bucket():
     assert limiter.consumed == pytest.approx(1600)
     # 1600 units at 4000/s less one burst (200) and one burst of debt: at least 0.3 s.
     assert elapsed >= (1600 - 2 * 200) / 4000 - 0.01
-
-
-def test_share():
-    assert share(None, 8) is None
-    assert share(1000, 4) == 250.0
-    assert share(10, 3) == pytest.approx(10 / 3)
-    with pytest.raises(ValueError):
-        share(100, 0)
-    with pytest.raises(ValueError):
-        share(0, 2)
 
 
 def test_rejects_nonsense():

@@ -1,9 +1,8 @@
-"""Pacing of DynamoDB reads and writes in capacity units (RCU / WCU), shared by the threads of one task.
+"""Pacing of DynamoDB reads and writes in capacity units (RCU / WCU): a token bucket.
 
-A job has one budget (``--max-read-units`` / ``--max-write-units``). It is split statically: the driver
-divides it by the number of concurrently running tasks (``share(total, tasks)``) and each task builds one
-:class:`RateLimiter` shared by all its threads (or, with a limiter per thread, ``share(total, tasks * threads)``).
-No limiter is process-global: a limiter lives as long as the task that made it.
+A job has one budget (``--max-read-units`` / ``--max-write-units``), never split into per-task shares (those are
+wrong as soon as dynamic allocation adds executors): the driver holds it in one :class:`RateLimiter` and serves
+it to every task (``ddbvault.dynamo.budget``). A local limiter serves the threads of one process (tests, tools).
 
 The bucket is charged before a call with an estimate (``acquire``) and corrected after it with what DynamoDB
 reports it charged (``settle``), so the pace follows real consumption. Throttles halve the rate (``throttled``)
@@ -200,18 +199,3 @@ class RateLimiter:
 
     def __repr__(self) -> str:
         return f"RateLimiter(target={self.target}, rate={self.rate}, consumed={self.consumed:.1f})"
-
-
-def share(total: Optional[float], parts: int) -> Optional[float]:
-    """One job budget split evenly among ``parts`` concurrent readers or writers (None stays unlimited).
-
-    The split is static: the job divides its budget by (concurrently running tasks x limiters per task), so
-    the table never sees more than ``total`` even when every part runs at full pace at once.
-    """
-    if parts < 1:
-        raise ValueError(f"parts must be at least 1, not {parts}")
-    if total is None:
-        return None
-    if total <= 0:
-        raise ValueError(f"a capacity budget must be positive, not {total}")
-    return float(total) / parts
