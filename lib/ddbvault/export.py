@@ -305,6 +305,7 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
                          f"other writers are committing to the vault; do not restore the newest version until a "
                          f"rerun of the export succeeds")
     version = mine["version"]
+    staging.committed(opts.vault, opts.vault_region, manifest, version)  # whatever follows, never committed twice
     # The capture in a file of the vault's own: Delta's log cleanup will delete this commit's userMetadata.
     metadata.record_capture(opts.vault, version, meta, opts.vault_region, job=run.job,
                             run_id=run.run_id, scan_started=scan_started.isoformat())
@@ -314,7 +315,6 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
                          f"{opts.vault} holds {written}: do not restore that version; run the export again")
     integrity.record(opts.vault, version, written, digest, opts.vault_region, job=run.job, run_id=run.run_id)
     metadata.store.write_json(layout.join(opts.vault, layout.META_DIR, "table.json"), meta, opts.vault_region)
-    staging.clear(opts.vault, opts.vault_region)
     run.summary.update({
         "items": written, "vault_version": version, "consumed_rcu": round(reads.consumed, 1),
         "scan_write_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,

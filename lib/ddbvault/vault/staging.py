@@ -90,10 +90,14 @@ def resume_or_start(vault: str, region: Optional[str], fresh: Dict[str, Any], no
     found = store.read_json(layout.join(where, MANIFEST), region)
     if found is not None:
         why = None
-        if (found.get("table_arn"), found.get("table_created")) != (fresh["table_arn"], fresh["table_created"]):
+        if found.get("committed_version") is not None:
+            why = f"it was committed as version {found['committed_version']} already"
+        elif (found.get("table_arn"), found.get("table_created")) != (fresh["table_arn"], fresh["table_created"]):
             why = "it was of another table (or the table was created anew since)"
         elif found.get("consistent_read") != fresh["consistent_read"]:
             why = "it used another read consistency"
+        elif found.get("stream_arn") != fresh["stream_arn"]:
+            why = "the table's stream changed since (the stream would not hold the changes made during its scan)"
         elif now - datetime.fromisoformat(found["scan_started"]) > MAX_AGE:
             why = (f"its scan started at {found['scan_started']}, too long ago for the stream (24 hours) to bring "
                    f"the vault up to date after it")
@@ -107,7 +111,9 @@ def resume_or_start(vault: str, region: Optional[str], fresh: Dict[str, Any], no
     return fresh
 
 
-def clear(vault: str, region: Optional[str] = None) -> None:
+def committed(vault: str, region: Optional[str], manifest: Dict[str, Any], version: int) -> None:
+    """The staged export is in the items table now (as ``version``): never resume it, then remove it."""
+    store.write_json(layout.join(root(vault), MANIFEST), dict(manifest, committed_version=version), region)
     store.delete_tree(root(vault), region)
 
 
