@@ -251,7 +251,7 @@ def test_write_budget():
         write_budget(prov, -5, None)
     with pytest.raises(UsageError, match=r"--write-percent must be in \(0, 100\]"):
         write_budget(prov, None, 0)
-    with pytest.raises(UsageError, match="reports no write capacity"):
+    with pytest.raises(UsageError, match="reports no provisioned write capacity"):
         write_budget(dict(prov, ProvisionedThroughput={"WriteCapacityUnits": 0}), None, None)
 
 

@@ -23,8 +23,7 @@ from ddbvault.vault import integrity, layout, lock, metadata, staging
 log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 128 * 1024 * 1024      # within the 100-256 MB per segment that scales well
-DEFAULT_READ_PERCENT = 50.0            # of provisioned (or capped on-demand) read capacity
-ON_DEMAND_DEFAULT_RCU = 3000.0         # a quarter of the ~12,000 reads/s any on-demand table serves from day one
+ON_DEMAND_DEFAULT_RCU = budget_service.KINDS["read"].on_demand_default
 MAX_SEGMENTS = 1_000_000
 
 
@@ -48,27 +47,8 @@ class ExportOptions:
 
 def read_budget(description: Dict[str, Any], max_read_units: Optional[float],
                 read_percent: Optional[float]) -> Tuple[float, str]:
-    """The job's read budget in RCU/s and how it was chosen. Never assumes 40,000 for on-demand."""
-    if max_read_units is not None:
-        if max_read_units <= 0:
-            raise UsageError("--max-read-units must be positive")
-        return float(max_read_units), "--max-read-units"
-    percent = DEFAULT_READ_PERCENT if read_percent is None else read_percent
-    if not 0 < percent <= 100:
-        raise UsageError("--read-percent must be in (0, 100]")
-    if tables.billing_mode(description) == "PROVISIONED":
-        provisioned = float((description.get("ProvisionedThroughput") or {}).get("ReadCapacityUnits") or 0)
-        if provisioned <= 0:
-            raise UsageError(f"table {description.get('TableName')} reports no provisioned read capacity: "
-                             f"pass --max-read-units")
-        return provisioned * percent / 100.0, f"{percent:g}% of provisioned {provisioned:g} RCU"
-    cap = float((description.get("OnDemandThroughput") or {}).get("MaxReadRequestUnits") or 0)
-    if cap > 0:
-        return cap * percent / 100.0, f"{percent:g}% of the on-demand maximum {cap:g} RRU"
-    if read_percent is not None:
-        raise UsageError(f"table {description.get('TableName')} is on-demand without a throughput maximum, so "
-                         f"--read-percent has nothing to be a percent of: pass --max-read-units")
-    return ON_DEMAND_DEFAULT_RCU, f"on-demand default {ON_DEMAND_DEFAULT_RCU:g} RCU (set --max-read-units)"
+    """The job's read budget in RCU/s and how it was chosen (``budget.table_budget``)."""
+    return budget_service.table_budget(description, "read", max_read_units, read_percent)
 
 
 def plan_segments(table_bytes: int, slots: int, readers_per_task: int, override: Optional[int]) -> int:

@@ -19,14 +19,13 @@ from ddbvault import codec, repair
 from ddbvault.dynamo import batch_write, retry
 from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
+from ddbvault.errors import TableError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
 from ddbvault.vault import layout, metadata, pointintime, store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WRITE_PERCENT = 80.0
-ON_DEMAND_DEFAULT_WCU = 3000.0   # three quarters of the ~4,000 writes/s a new on-demand table takes at first
+ON_DEMAND_DEFAULT_WCU = budget_service.KINDS["write"].on_demand_default
 ITEMS_PER_PARTITION = 50_000
 
 
@@ -53,26 +52,7 @@ class RestoreOptions:
 def write_budget(description: Dict[str, Any], max_write_units: Optional[float],
                  write_percent: Optional[float]) -> Tuple[float, str]:
     """The load's write budget in WCU/s, from the replica table as created, and how it was chosen."""
-    if max_write_units is not None:
-        if max_write_units <= 0:
-            raise UsageError("--max-write-units must be positive")
-        return float(max_write_units), "--max-write-units"
-    percent = DEFAULT_WRITE_PERCENT if write_percent is None else write_percent
-    if not 0 < percent <= 100:
-        raise UsageError("--write-percent must be in (0, 100]")
-    if tables.billing_mode(description) == "PROVISIONED":
-        units = float((description.get("ProvisionedThroughput") or {}).get("WriteCapacityUnits") or 0)
-        if units <= 0:
-            raise UsageError(f"table {description.get('TableName')} reports no write capacity: "
-                             f"pass --max-write-units")
-        return units * percent / 100.0, f"{percent:g}% of provisioned {units:g} WCU"
-    cap = float((description.get("OnDemandThroughput") or {}).get("MaxWriteRequestUnits") or 0)
-    warm = float((description.get("WarmThroughput") or {}).get("WriteUnitsPerSecond") or 0)
-    if cap > 0:
-        return cap * percent / 100.0, f"{percent:g}% of the on-demand maximum {cap:g} WRU"
-    if warm > 0:
-        return warm * percent / 100.0, f"{percent:g}% of the table's warm throughput {warm:g} WRU/s"
-    return ON_DEMAND_DEFAULT_WCU, f"on-demand default {ON_DEMAND_DEFAULT_WCU:g} WCU (set --max-write-units)"
+    return budget_service.table_budget(description, "write", max_write_units, write_percent)
 
 
 def restore_id(label: str, target: Dict[str, Any]) -> str:

@@ -27,10 +27,11 @@ import socketserver
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from ddbvault.dynamo import table as tables
 from ddbvault.dynamo.pacing import RateLimiter
-from ddbvault.errors import CapacityError
+from ddbvault.errors import CapacityError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,64 @@ class Endpoint:
     secret: str
     units: float
     unit_name: str
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How a read or a write budget is chosen: the flags, the default percent and where the table's figures are."""
+
+    units_flag: str
+    percent_flag: str
+    default_percent: float
+    provisioned: str
+    on_demand_max: str
+    warm: Optional[str]
+    on_demand_default: float
+    unit: str
+    request_unit: str
+
+
+KINDS = {
+    # Reads: a quarter of the ~12,000 reads/s any on-demand table serves from creation, never a silent 40,000.
+    "read": _Kind("--max-read-units", "--read-percent", 50.0, "ReadCapacityUnits", "MaxReadRequestUnits", None,
+                  3000.0, "RCU", "RRU"),
+    # Writes: three quarters of the ~4,000 writes/s a new on-demand table takes at first (a restore's new table
+    # has nothing else to serve), or of its warm throughput.
+    "write": _Kind("--max-write-units", "--write-percent", 80.0, "WriteCapacityUnits", "MaxWriteRequestUnits",
+                   "WriteUnitsPerSecond", 3000.0, "WCU", "WRU"),
+}
+
+
+def table_budget(description: Dict[str, Any], kind: str, units: Optional[float],
+                 percent: Optional[float]) -> Tuple[float, str]:
+    """A job's budget for ``kind`` ("read" or "write") in units per second, and how it was chosen: explicit
+    ``units``, else ``percent`` (default 50 for reads, 80 for writes) of the table's provisioned capacity, of its
+    on-demand maximum, or (writes) of its warm throughput; else the on-demand default."""
+    spec = KINDS[kind]
+    if units is not None:
+        if units <= 0:
+            raise UsageError(f"{spec.units_flag} must be positive")
+        return float(units), spec.units_flag
+    chosen = spec.default_percent if percent is None else percent
+    if not 0 < chosen <= 100:
+        raise UsageError(f"{spec.percent_flag} must be in (0, 100]")
+    name = description.get("TableName")
+    if tables.billing_mode(description) == "PROVISIONED":
+        provisioned = float((description.get("ProvisionedThroughput") or {}).get(spec.provisioned) or 0)
+        if provisioned <= 0:
+            raise UsageError(f"table {name} reports no provisioned {kind} capacity: pass {spec.units_flag}")
+        return provisioned * chosen / 100.0, f"{chosen:g}% of provisioned {provisioned:g} {spec.unit}"
+    cap = float((description.get("OnDemandThroughput") or {}).get(spec.on_demand_max) or 0)
+    if cap > 0:
+        return cap * chosen / 100.0, f"{chosen:g}% of the on-demand maximum {cap:g} {spec.request_unit}"
+    warm = float((description.get("WarmThroughput") or {}).get(spec.warm) or 0) if spec.warm else 0.0
+    if warm > 0:
+        return warm * chosen / 100.0, f"{chosen:g}% of the table's warm throughput {warm:g} {spec.request_unit}/s"
+    if percent is not None and spec.warm is None:
+        raise UsageError(f"table {name} is on-demand without a throughput maximum, so {spec.percent_flag} has "
+                         f"nothing to be a percent of: pass {spec.units_flag}")
+    return spec.on_demand_default, (f"on-demand default {spec.on_demand_default:g} {spec.unit} "
+                                    f"(set {spec.units_flag})")
 
 
 class _Caller:
