@@ -21,7 +21,7 @@ from ddbvault.dynamo import table as tables
 from ddbvault.errors import raising_executor_errors
 from ddbvault.export import ScanPlan, group_segments, plan_segments, read_budget
 from ddbvault.vault import layout
-from ddbvault.verify import expired, replica_items, ttl_seconds
+from ddbvault.verify import expired, planning_bytes, replica_items, ttl_seconds, vault_bytes
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ def repair_table(spark, opts, frame, *, meta: Dict[str, Any], target: Dict[str, 
     hash_key, range_key = tables.key_names(meta)
     slots = spark.sparkContext.defaultParallelism
     read, _ = read_budget(target, None, None)
-    total = plan_segments(int(target.get("TableSizeBytes") or 0), slots, 4, None)
+    # TableSizeBytes lags by hours (0 right after a restore): the vault's size plans the segments when larger.
+    total = plan_segments(planning_bytes(target, vault_bytes(frame)), slots, 4, None)
     groups = group_segments(total, 4)
     ttl_attribute = tables.ttl_attribute(opts.table, opts.region)
     partitions = max(2 * slots, 1)
