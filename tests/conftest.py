@@ -1,5 +1,6 @@
-"""Session fixtures: one moto server, one SparkSession, a vault bucket in the recovery region, and a fault proxy
-between the SparkSession's executors and moto's DynamoDB."""
+"""Session fixtures: one moto server, one SparkSession, a vault bucket in the recovery region, and between the
+SparkSession's executors and moto's DynamoDB a fault proxy and a capacity-model proxy
+(executor -> fault proxy -> capacity proxy -> moto)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ import time
 import uuid
 
 import boto3
+import capacity as capacity_model
 import pytest
 
 from faultproxy import FaultProxy, control
@@ -30,13 +32,25 @@ def aws_endpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def executor_proxy(aws_endpoint):
-    """One fault proxy in front of moto for the whole run; the SparkSession's executors reach DynamoDB through it.
+def capacity_proxy(aws_endpoint):
+    """One capacity-model proxy in front of moto for the whole run (``standins/capacity.py``).
+
+    Tables nobody watches pass through untouched; a test watches a table (fixture ``capacity``) to have its
+    capacity enforced and its consumption recorded per second.
+    """
+    with capacity_model.CapacityProxy(aws_endpoint) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def executor_proxy(capacity_proxy):
+    """One fault proxy for the whole run; the SparkSession's executors reach DynamoDB through it, and it forwards
+    to :func:`capacity_proxy` (so executor -> fault proxy -> capacity proxy -> moto).
 
     A plain forwarder until a test sets rules (fixture ``executor_faults``). Only the executors use it: the
     driver's own DynamoDB calls (DescribeTable, CreateTable, the tests' checks) go straight to moto.
     """
-    with FaultProxy(aws_endpoint) as proxy:
+    with FaultProxy(capacity_proxy.url) as proxy:
         yield proxy
 
 
@@ -103,6 +117,39 @@ def executor_faults(spark, executor_proxy):
         yield faults
     finally:
         faults.clear()
+
+
+class Capacity:
+    """Watches on the session's capacity proxy, set through its control endpoint (as for a proxy in another
+    process). ``url`` is the proxy's, for clients that should go through it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def watch(self, table: str, **limits) -> dict:
+        """Enforce ``table``; ``limits`` as the keywords of ``capacity.CapacityProxy.watch``. Returns the settings."""
+        return capacity_model.control(self.url, watch={"table": table, **limits})[table]["settings"]
+
+    def timeline(self, table: str) -> dict:
+        """``{series: {second: amount}}``; series and units as in ``capacity.CapacityProxy.timeline``."""
+        return capacity_model.control(self.url, table=table)
+
+    def counters(self) -> dict:
+        return capacity_model.control(self.url)
+
+    def clear(self) -> None:
+        capacity_model.control(self.url, reset=True)
+
+
+@pytest.fixture
+def capacity(capacity_proxy):
+    """The capacity proxy with no watches; every watch the test sets is cleared after it."""
+    model = Capacity(capacity_proxy.url)
+    model.clear()
+    try:
+        yield model
+    finally:
+        model.clear()
 
 
 @pytest.fixture(scope="session")
