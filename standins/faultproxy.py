@@ -235,6 +235,8 @@ def _error_body(code: str, message: str, prefix: str = "com.amazonaws.dynamodb.v
 def _make_handler(proxy: FaultProxy) -> type:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: botocore reuses connections
+        # Small replies must not wait for the client's delayed ACK (Nagle): that costs ~40 ms a request.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

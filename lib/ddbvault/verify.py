@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import retry
@@ -137,9 +137,15 @@ def replica_hashes(replica):
 
 def vault_bytes(vault_items) -> int:
     """DynamoDB's size of the vault's items in bytes (the sum of ``item_size``: one narrow aggregate)."""
+    return vault_figures(vault_items)[0]
+
+
+def vault_figures(vault_items) -> Tuple[int, int]:
+    """(bytes, items) of the vault's items, in one narrow aggregate."""
     from pyspark.sql import functions as F
 
-    return int(vault_items.agg(F.sum(layout.ITEM_SIZE)).first()[0] or 0)
+    row = vault_items.agg(F.sum(layout.ITEM_SIZE), F.count(F.lit(1))).first()
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def planning_bytes(description: Dict[str, Any], vault_size: int) -> int:
@@ -203,8 +209,8 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
     budget, _ = read_budget(description, opts.max_read_units, opts.read_percent)
     slots = spark.sparkContext.defaultParallelism
     # The vault's size (its base version's: a point in time adds only its changes) when the replica's lags.
-    size = planning_bytes(description, vault_bytes(items.read(spark, opts.vault, version))
-                          if opts.segments is None else 0)
+    vault_size, vault_count = vault_figures(items.read(spark, opts.vault, version))
+    size = planning_bytes(description, vault_size if opts.segments is None else 0)
     total = plan_segments(size, slots, opts.readers_per_task, opts.segments)
     groups = group_segments(total, opts.readers_per_task)
     run.summary.update({"segments": total, "read_budget_rcu": budget, "planned_bytes": size})
@@ -216,7 +222,8 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
                            budget=budget, parts=total, advertise=host) as progress:
         plan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, reads.endpoint, opts.readers_per_task,
                         False, opts.max_attempts, datetime.now(timezone.utc), run.run_id, progress.address,
-                        units_per_item(description, False), opts.throttle_s)
+                        units_per_item({"TableSizeBytes": vault_size, "ItemCount": vault_count}, False)
+                        or units_per_item(description, False), opts.throttle_s)
         replica = replica_items(spark, plan, groups, None)
         # The live table is scanned exactly once, by this write: everything after reads the scratch copy, so no
         # second action and no evicted cache can scan it again (twice the RCU, and a second, different reading).

@@ -110,6 +110,11 @@ def page_limit(call_units: Optional[float], units_per_item: float) -> Optional[i
     return max(1, math.floor(call_units / units_per_item))
 
 
+# What an item of a table cost in the pages read so far in this process: a task's first page starts from it, so
+# only the first page an executor reads of a table is sized by a guess (Spark reuses its Python workers).
+_LEARNED: Dict[Tuple[str, bool], float] = {}
+
+
 def learn_units_per_item(previous: float, consumed: float, scanned: int, consistent_read: bool) -> float:
     """Units per item after a page: the page's own figure, unless the page cost DynamoDB's minimum (it read
     less than 4 KB), which only says items are at most that big."""
@@ -161,7 +166,8 @@ def scan_segment(
     if consistent_read:
         params["ConsistentRead"] = True
     full_page = FULL_PAGE_RCU * (2 if consistent_read else 1)
-    per_item = units_per_item or unit_of_read(consistent_read)
+    learned_key = (table, consistent_read)
+    per_item = _LEARNED.get(learned_key) or units_per_item or unit_of_read(consistent_read)
     start_key = exclusive_start_key
     estimate = first_estimate(limiter, consistent_read)
     while True:
@@ -192,11 +198,12 @@ def scan_segment(
             limiter.settle(estimate, consumed)
         start_key = response.get("LastEvaluatedKey") or None
         scanned = int(response.get("ScannedCount", len(items)))
+        per_item = learn_units_per_item(per_item, consumed, scanned, consistent_read)
+        _LEARNED[learned_key] = per_item
         yield Page(items=items, consumed=consumed, scanned=scanned, segment=segment, done=start_key is None,
                    last_key=start_key)
         if start_key is None:
             return
-        per_item = learn_units_per_item(per_item, consumed, scanned, consistent_read)
         estimate = max(MIN_PAGE_RCU, consumed)
 
 
