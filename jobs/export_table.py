@@ -37,6 +37,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--readers-per-task", type=cli.positive_int, default=4,
                         help="concurrent segment readers in a task")
     cli.add_retries(parser)
+    cli.add_run_id(parser)
     cli.add_lock_wait(parser)
     parser.add_argument("--table-recreated", action="store_true",
                         help="the table was deleted and created again under its name: let this vault follow it")

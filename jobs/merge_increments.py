@@ -40,6 +40,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "are read at once (default: 5 per shard read); the stream's shards share their read "
                              "limits with its other consumers")
     cli.add_retries(parser)
+    cli.add_run_id(parser)
     return parser.parse_args(argv)
 
 

@@ -43,6 +43,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--writers-per-task", type=cli.positive_int, default=4,
                         help="concurrent batch writers in a task")
     cli.add_retries(parser)
+    cli.add_run_id(parser)
     return parser.parse_args(argv)
 
 

@@ -33,6 +33,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="read budget for the replica scan, RCU per second")
     budget.add_argument("--read-percent", type=cli.percent, help="read budget as a percent of the replica's RCU")
     cli.add_retries(parser)
+    cli.add_run_id(parser)
     return parser.parse_args(argv)
 
 

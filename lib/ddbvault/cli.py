@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from typing import Callable, NoReturn, Optional
 from urllib.parse import urlparse
 
@@ -11,6 +12,10 @@ from ddbvault.errors import UsageError
 from ddbvault.timeutil import parse_time
 
 VAULT_SCHEMES = ("s3", "s3a")
+# A run id names a file (`_ddbvault/runs/<run id>.json`) and appears in S3 keys and Delta metadata. A Step Functions
+# execution name (at most 80 characters) fits when it sticks to these characters; the extra 20 leave room for a
+# step suffix (`<execution>.verify`) when one execution runs two jobs.
+RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class JobArgumentParser(argparse.ArgumentParser):
@@ -91,3 +96,18 @@ def add_retries(p: argparse.ArgumentParser) -> None:
 def add_lock_wait(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lock-wait", type=non_negative, default=0.0, metavar="SECONDS",
                    help="wait this long for another export or merge of the vault to finish (default: fail at once)")
+
+
+def run_id(text: str) -> str:
+    """A caller's run id: 1 to 100 of ``A-Z a-z 0-9 . _ -`` (a Step Functions execution name restricted to those)."""
+    if not RUN_ID.fullmatch(text) or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id: use 1 to 100 letters, digits, '.', '_' or '-' "
+                                         f"(for a Step Functions execution, name the execution so)")
+    return text
+
+
+def add_run_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-id", type=run_id,
+                   help="this run's id (default: the start time and a random suffix); the run is recorded as "
+                        "<vault>/_ddbvault/runs/<run id>.json, so the Step Functions state machines pass the "
+                        "execution name")

@@ -73,7 +73,11 @@ def run_job(job: str, argv: Optional[Sequence[str]], parse_args: Callable[[Optio
     run = Run(job=job)
     status, error, code = "ok", None, 0
     try:
-        body(parse_args(argv), run)  # a bad flag (UsageError from cli.JobArgumentParser) ends here, nothing done
+        args = parse_args(argv)  # a bad flag (UsageError from cli.JobArgumentParser) ends here, nothing done
+        if getattr(args, "run_id", None):
+            # The caller's id (a Step Functions execution name), so the run record is found from the execution.
+            run = Run(job=job, run_id=args.run_id, started=run.started)
+        body(args, run)
     except KeyboardInterrupt:
         status, error, code = "failed", "interrupted; rerun the same command to start again", 130
     except DdbVaultError as exc:
