@@ -58,11 +58,18 @@ bench/node_modules/.installed: bench/package.json
 bench: setup bench-node ## benchmarks against dynamodump and raw boto3 on dynalite (prints figures)
 	$(PY) bench/run_all.py
 
-package: setup ## dist/: ddbvault.zip (--py-files), jobs/ and the EMR bootstrap, to copy to S3 for the Step Functions
-	rm -rf dist && mkdir -p dist/jobs
-	cd lib && ../$(PY) -m zipfile -c ../dist/ddbvault.zip ddbvault
-	cp jobs/*.py dist/jobs/ && cp emr/bootstrap.sh dist/
-	@echo "dist/ is ready: aws s3 cp --recursive dist/ s3://YOUR-BUCKET/ddbvault/ (the state machines' artifacts)"
+# The artifacts' version: setup.py's, then the commit (and -dirty for uncommitted changes), so an upload never
+# replaces another build's files under the same prefix. `make package VERSION=...` overrides it.
+DIST ?= dist
+VERSION ?= $(shell sed -n 's/^ *version="\([^"]*\)".*/\1/p' setup.py)-$(shell git describe --always --dirty 2>/dev/null || echo nogit)
+
+package: ## dist/<version>/ (DIST=, VERSION= to change): ddbvault.zip (--py-files), jobs/ and the EMR bootstrap (needs only python3, no Spark)
+	rm -rf $(DIST)/$(VERSION) && mkdir -p $(DIST)/$(VERSION)/jobs $(DIST)/$(VERSION)/.lib
+	cp -R lib/ddbvault $(DIST)/$(VERSION)/.lib/ && find $(DIST)/$(VERSION)/.lib -name __pycache__ -prune -exec rm -rf {} +
+	cd $(DIST)/$(VERSION)/.lib && $(PYTHON) -m zipfile -c ../ddbvault.zip ddbvault
+	rm -rf $(DIST)/$(VERSION)/.lib
+	cp jobs/*.py $(DIST)/$(VERSION)/jobs/ && cp emr/bootstrap.sh $(DIST)/$(VERSION)/
+	@echo "$(DIST)/$(VERSION)/ is ready: aws s3 cp --recursive $(DIST)/$(VERSION)/ s3://YOUR-BUCKET/ddbvault/$(VERSION)/ and give the state machines \"artifacts\": \"s3://YOUR-BUCKET/ddbvault/$(VERSION)\""
 
 clean: ## remove venvs, jars and build output
 	rm -rf .venv .venv-spark* .jars build/target .demo bench/.out dist

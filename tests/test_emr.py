@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
 import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set
 
@@ -506,13 +508,30 @@ def test_a_run_id_that_cannot_name_a_file_is_refused(capsys, bad):
 
 # -- the package ---------------------------------------------------------------------------------------------------
 
-def test_package_ships_the_library_for_py_files(tmp_path):
-    out = tmp_path / "ddbvault.zip"
-    subprocess.run([sys.executable, "-m", "zipfile", "-c", str(out), "ddbvault"], check=True,
-                   cwd=os.path.join(ROOT, "lib"))
+def test_make_package_needs_only_python_and_ships_the_library_for_py_files(tmp_path):
+    dist = tmp_path / "dist"
+    make = ["make", "-s", "-C", ROOT, "package", f"DIST={dist}", "VERSION=9.9.9-test"]  # the PATH's python3
+    planned = subprocess.run([*make, "-n"], capture_output=True, text=True, check=True).stdout
+    assert "pip" not in planned and "-m venv" not in planned and "mvn" not in planned  # not `setup`
+    subprocess.run(make, capture_output=True, text=True, check=True)
+    built = dist / "9.9.9-test"
+    assert sorted(p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()) == sorted(
+        ["bootstrap.sh", "ddbvault.zip"] + [f"jobs/{name}" for name in os.listdir(os.path.join(ROOT, "jobs"))
+                                            if name.endswith(".py")])
+    out = built / "ddbvault.zip"
+    with zipfile.ZipFile(out) as archive:
+        assert not [n for n in archive.namelist() if "__pycache__" in n or not n.startswith("ddbvault/")]
     # The zip first on the path, as --py-files puts it on executors: ddbvault must come from it.
     code = (f"import sys; sys.path.insert(0, {str(out)!r}); "
-            "import ddbvault.export, ddbvault.restore, ddbvault.verify; print(ddbvault.export.__file__)")
+            "import ddbvault.export, ddbvault.restore, ddbvault.verify, ddbvault.merge; "
+            "print(ddbvault.export.__file__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=str(tmp_path))
     assert result.stdout.strip() == str(out / "ddbvault" / "export.py")
+
+
+def test_the_bootstrap_installs_the_boto3_the_tests_ran_with():
+    with open(os.path.join(ROOT, "emr", "bootstrap.sh"), encoding="utf-8") as handle:
+        pins = dict(re.findall(r'"(boto3|botocore)==([^"]+)"', handle.read()))
+    assert pins == {name: importlib.metadata.version(name) for name in ("boto3", "botocore")}, \
+        "emr/bootstrap.sh must pin the boto3 and botocore this venv tests with"
