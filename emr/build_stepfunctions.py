@@ -56,6 +56,8 @@ REQUIRED = [
 # vault's writer lease, so a scheduled merge waits for a running export instead of failing).
 DEFAULTS = {"idleTimeoutSeconds": HOUR, "coreInstanceCount": 2}
 LOCK_DEFAULTS = {"lockWaitSeconds": 600}
+# What EMR (IdleTimeout: 60 s to 7 days) and the jobs accept, checked before the cluster too.
+RANGES = {"idleTimeoutSeconds": (60, 7 * 24 * HOUR), "coreInstanceCount": (1, 256), "lockWaitSeconds": (0, 24 * HOUR)}
 
 
 class Step:
@@ -126,8 +128,11 @@ def validate(steps: List[Step]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         choices.append({**_not_present(f"$.{field}"), "Next": name})
         choices.append({"Not": {"Variable": f"$.{field}", "IsString": True}, "Next": name})
     for field, value in defaults(steps).items():
-        name = bad(field, "a number", f"optional, default {value}")
+        low, high = RANGES[field]
+        name = bad(field, f"a number from {low} to {high}", f"optional, default {value}")
         choices.append({"Not": {"Variable": f"$.{field}", "IsNumeric": True}, "Next": name})
+        choices.append({"Or": [{"Variable": f"$.{field}", "NumericLessThan": low},
+                               {"Variable": f"$.{field}", "NumericGreaterThan": high}], "Next": name})
     for field in sorted({s.budget[0] for s in steps if s.budget}):
         bad(field, "a number or a numeric string", "optional, units per second for the whole job")
     return {"Type": "Choice", "Choices": choices}, fails
@@ -209,7 +214,8 @@ def terminate(next_state: str) -> Dict[str, Any]:
         "Resource": TERMINATE,
         "Parameters": {"ClusterId.$": "$.cluster.ClusterId"},
         "ResultPath": None,
-        "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 30, "MaxAttempts": 6, "BackoffRate": 2}],
+        "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 30, "MaxAttempts": 6, "BackoffRate": 2,
+                   "MaxDelaySeconds": 300}],
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.terminateError", "Next": "TerminateFailed"}],
         "Next": next_state,
     }

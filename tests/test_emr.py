@@ -190,6 +190,8 @@ def choose(rule: Dict[str, Any], data: Any, context: Dict[str, Any]) -> bool:
         "IsNumeric": lambda: (isinstance(value, (int, float)) and not isinstance(value, bool)) == rule["IsNumeric"],
         "StringEquals": lambda: value == rule["StringEquals"],
         "NumericEquals": lambda: value == rule["NumericEquals"],
+        "NumericLessThan": lambda: value < rule["NumericLessThan"],
+        "NumericGreaterThan": lambda: value > rule["NumericGreaterThan"],
         "BooleanEquals": lambda: value is rule["BooleanEquals"],
     }
     (test,) = [tests[k] for k in rule if k in tests]
@@ -361,6 +363,7 @@ def test_input_missing_a_required_field_fails_before_any_cluster(kind, missing):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("bad", [{"table": 7}, {"vault": None}, {"idleTimeoutSeconds": "600"},
                                  {"coreInstanceCount": "2"}, {"maxReadUnits": {"rcu": 5}},
+                                 {"idleTimeoutSeconds": 30}, {"coreInstanceCount": 0}, {"lockWaitSeconds": -1},
                                  {"maxWriteUnits": [5]}, {"lockWaitSeconds": "x"}])
 def test_input_of_the_wrong_type_fails_before_any_cluster(kind, bad):
     (name, value), = bad.items()
