@@ -45,13 +45,21 @@ CONFIGURATIONS = [
 REQUIRED = [
     ("table", "the DynamoDB table's name"),
     ("region", "the table's region"),
-    ("vault", "the vault's URI, s3://bucket/prefix"),
+    ("vault", "the vault's URI, s3://bucket/prefix without a trailing slash"),
     ("vaultRegion", "the vault bucket's region"),
-    ("artifacts", "the S3 folder `make package` built (dist/<version>/), without a trailing slash"),
-    ("logUri", "the S3 folder for the cluster's logs"),
+    ("artifacts", "the S3 folder holding what `make package` built, s3://bucket/ddbvault/<version> without a "
+                  "trailing slash"),
+    ("logUri", "the S3 folder for the cluster's logs, s3://..."),
     ("subnetId", "the cluster's subnet"),
     ("release", "the EMR release label, for example emr-7.12.0"),
 ]
+# Shapes a string must have (StringMatches, `*` any run of characters), so a typo fails before a cluster starts
+# rather than in its first step: S3 folders without a trailing slash (the machines add "/...").
+SHAPES = {
+    "vault": (["s3://*/*", "s3a://*/*"], ["*/"]),
+    "artifacts": (["s3://*/*"], ["*/"]),
+    "logUri": (["s3://*"], []),
+}
 # Numbers with a default, merged under the input before the checks (lockWaitSeconds: machines whose job takes the
 # vault's writer lease, so a scheduled merge waits for a running export instead of failing).
 DEFAULTS = {"idleTimeoutSeconds": HOUR, "coreInstanceCount": 2}
@@ -127,6 +135,11 @@ def validate(steps: List[Step]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
         name = bad(field, "a string", what)
         choices.append({**_not_present(f"$.{field}"), "Next": name})
         choices.append({"Not": {"Variable": f"$.{field}", "IsString": True}, "Next": name})
+        if field in SHAPES:
+            good, refused = SHAPES[field]
+            rules = [{"Variable": f"$.{field}", "StringMatches": g} for g in good]
+            choices.append({"Not": rules[0] if len(rules) == 1 else {"Or": rules}, "Next": name})
+            choices.extend({"Variable": f"$.{field}", "StringMatches": r, "Next": name} for r in refused)
     for field, value in defaults(steps).items():
         low, high = RANGES[field]
         name = bad(field, f"a number from {low} to {high}", f"optional, default {value}")

@@ -189,6 +189,8 @@ def choose(rule: Dict[str, Any], data: Any, context: Dict[str, Any]) -> bool:
         "IsString": lambda: isinstance(value, str) == rule["IsString"],
         "IsNumeric": lambda: (isinstance(value, (int, float)) and not isinstance(value, bool)) == rule["IsNumeric"],
         "StringEquals": lambda: value == rule["StringEquals"],
+        "StringMatches": lambda: re.fullmatch(".*".join(map(re.escape, rule["StringMatches"].split("*"))),
+                                              value, re.S) is not None,
         "NumericEquals": lambda: value == rule["NumericEquals"],
         "NumericLessThan": lambda: value < rule["NumericLessThan"],
         "NumericGreaterThan": lambda: value > rule["NumericGreaterThan"],
@@ -361,7 +363,9 @@ def test_input_missing_a_required_field_fails_before_any_cluster(kind, missing):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("bad", [{"table": 7}, {"vault": None}, {"idleTimeoutSeconds": "600"},
+@pytest.mark.parametrize("bad", [{"table": 7}, {"vault": None}, {"vault": "s3://vault-bucket/orders/"},
+                                 {"vault": "https://vault-bucket/orders"}, {"artifacts": ARTIFACTS + "/"},
+                                 {"artifacts": "dist/0.1.0"}, {"logUri": "/var/log"}, {"idleTimeoutSeconds": "600"},
                                  {"coreInstanceCount": "2"}, {"maxReadUnits": {"rcu": 5}},
                                  {"idleTimeoutSeconds": 30}, {"coreInstanceCount": 0}, {"lockWaitSeconds": -1},
                                  {"maxWriteUnits": [5]}, {"lockWaitSeconds": "x"}])
