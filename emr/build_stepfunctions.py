@@ -124,15 +124,15 @@ def validate(steps: List[Step]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     choices: List[Dict[str, Any]] = []
     fails: Dict[str, Any] = {}
 
-    def bad(field: str, wanted: str, what: str) -> str:
+    def bad(field: str, wanted: str, what: str, optional: bool = False) -> str:
         name = f"BadInput_{field}"
         fails[name] = {"Type": "Fail", "Error": "ddbvault.BadInput",
-                       "Cause": f"The input field {field!r} ({what}) is missing or is not {wanted}. "
-                                f"No cluster was created."}
+                       "Cause": f"The input field {field!r} ({what}) {'is' if optional else 'is missing or is'} not "
+                                f"{wanted}. No cluster was created."}
         return name
 
     for field, what in REQUIRED:
-        name = bad(field, "a string", what)
+        name = bad(field, "a string of that form" if field in SHAPES else "a string", what)
         choices.append({**_not_present(f"$.{field}"), "Next": name})
         choices.append({"Not": {"Variable": f"$.{field}", "IsString": True}, "Next": name})
         if field in SHAPES:
@@ -142,12 +142,12 @@ def validate(steps: List[Step]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             choices.extend({"Variable": f"$.{field}", "StringMatches": r, "Next": name} for r in refused)
     for field, value in defaults(steps).items():
         low, high = RANGES[field]
-        name = bad(field, f"a number from {low} to {high}", f"optional, default {value}")
+        name = bad(field, f"a number from {low} to {high}", f"optional, default {value}", optional=True)
         choices.append({"Not": {"Variable": f"$.{field}", "IsNumeric": True}, "Next": name})
         choices.append({"Or": [{"Variable": f"$.{field}", "NumericLessThan": low},
                                {"Variable": f"$.{field}", "NumericGreaterThan": high}], "Next": name})
     for field in sorted({s.budget[0] for s in steps if s.budget}):
-        bad(field, "a number or a numeric string", "optional, units per second for the whole job")
+        bad(field, "a number or a numeric string", "optional, units per second for the whole job", optional=True)
     return {"Type": "Choice", "Choices": choices}, fails
 
 
