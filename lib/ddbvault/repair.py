@@ -54,15 +54,21 @@ def repair_partition(plan: RepairPlan, rows: Iterator[Any]) -> Iterator[Dict[str
                 counts["puts"] += 1
                 yield item, int(size)
 
+    stats = write_paced(plan, records())
+    yield dict(asdict(stats), **counts)
+
+
+def write_paced(plan: Any, records: Iterator[tuple]) -> batch_write.WriteStats:
+    """One task's writes (a restore's load or a repair) at the job's write budget: ``plan`` names the table, its
+    key, the budget's endpoint, the writer threads, the WCU multiplier and the retry limits."""
     limiter = budget_service.limiter_for(plan.budget, plan.writers)
     try:
-        stats = batch_write.write_items(
-            plan.table, records(), key_names=plan.key_names, region=plan.region, limiter=limiter,
+        return batch_write.write_items(
+            plan.table, records, key_names=plan.key_names, region=plan.region, limiter=limiter,
             policy=retry.RetryPolicy(max_attempts=plan.max_attempts, throttle_s=plan.throttle_s),
             wcu_multiplier=plan.wcu_multiplier, threads=plan.writers)
     finally:
         budget_service.close(limiter)
-    yield dict(asdict(stats), **counts)
 
 
 def differences(vault_items, replica, ttl_attribute: Optional[str], now_epoch: Optional[float] = None):

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ddbvault import codec, repair
-from ddbvault.dynamo import batch_write, retry
 from ddbvault.dynamo import budget as budget_service
+from ddbvault.dynamo import retry
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
@@ -104,16 +104,11 @@ def load_partition(plan: LoadPlan, index: int, rows: Iterator[Any]) -> Iterator[
             sender.add(items=1)
             yield item, int(row[1])
 
-    limiter = budget_service.limiter_for(plan.budget, plan.writers)
     try:
-        stats = batch_write.write_items(
-            plan.table, records(), key_names=plan.key_names, region=plan.region, limiter=limiter,
-            policy=retry.RetryPolicy(max_attempts=plan.max_attempts, throttle_s=plan.throttle_s),
-            wcu_multiplier=plan.wcu_multiplier, threads=plan.writers)
+        stats = repair.write_paced(plan, records())
         sender.add(units=stats.wcu, parts_done=1)
     finally:
         sender.close()
-        budget_service.close(limiter)
     result = dict(asdict(stats), partition=index, finished_at=datetime.now(timezone.utc).isoformat())
     store.write_json(marker, result, plan.vault_region)
     yield dict(result, skipped=False)
