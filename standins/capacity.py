@@ -25,7 +25,8 @@ Modelled:
   reserves one 4 KB step when admitted and settles after, so concurrent readers can take a bucket deeper into debt
   than one request's cost (the rate over time still holds).
 - Watches are per table name and region: the region is read from the request's credential scope, and a same-named
-  table in another region passes untouched.
+  table in another region passes untouched. A table that does not exist yet (a restore creates it) is watched with
+  :meth:`CapacityProxy.watch_pending`: the watch starts at the first data-plane request that names it.
 - ``ReturnConsumedCapacity`` TOTAL/INDEXES: the answer's ``ConsumedCapacity`` is replaced by the computed figure
   (Content-Length and ``x-amz-crc32`` recomputed).
 - DynamoDB Streams: GetRecords calls per shard per second; with ``stream_reads_per_shard`` set, calls over it get
@@ -53,8 +54,9 @@ Simplified (on purpose; documented so nobody mistakes the model for the service)
 Run in-process: ``with CapacityProxy(moto_url) as proxy: proxy.watch("T", read_units=100, write_units=50)``, then
 point boto3 at ``proxy.url``. As a separate process: ``python standins/capacity.py --target URL [--port P]``
 prints its URL on the first line of stdout; steer it with :func:`control` (``POST /__capacity__`` JSON
-``{"reset": true, "unwatch": "T", "watch": {"table": "T", "read_units": .., ...}}``; ``GET /__capacity__`` for the
-watches and their totals, ``GET /__capacity__?table=T`` for the table's timeline). Stdlib only.
+``{"reset": true, "unwatch": "T", "watch": {"table": "T", "read_units": .., ...}, "watch_pending": {...}}``;
+``GET /__capacity__`` for the watches and their totals, ``GET /__capacity__?table=T`` for the table's timeline).
+Stdlib only.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ import argparse
 import base64
 import hashlib
 import http.client
+import inspect
 import json
 import math
 import re
@@ -88,6 +91,7 @@ SERIES = ("read", "write", "stream_reads", "throttled", "throttled_read", "throt
           "requests")
 READ_OPS = ("Scan", "Query", "GetItem")
 WRITE_OPS = ("PutItem", "UpdateItem", "DeleteItem")
+BATCH_OPS = ("BatchWriteItem", "BatchGetItem")
 # Shard iterators remembered for mapping GetRecords calls to tables: enough for any test run, bounded for long ones.
 _MAX_ITERATORS = 100_000
 # moto reads the region from the Authorization header's credential scope (.../<date>/<region>/...).
@@ -405,6 +409,9 @@ class CapacityProxy:
         self.target_port = parsed.port or 80
         self._lock = threading.Lock()
         self._watches: Dict[str, Watch] = {}
+        # Tables to watch once a data-plane request names them: name -> (region, watch's keywords, the settings).
+        self._pending: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {}
+        self._activating = threading.Lock()  # one pending watch started at a time; held while it describes
         self._iterators: OrderedDict[str, Tuple[str, str, str]] = OrderedDict()  # iterator -> (table, shard, arn)
         self._server = _Server(("127.0.0.1", port), _make_capacity_handler(self))
         self._thread: Optional[threading.Thread] = None
@@ -452,17 +459,39 @@ class CapacityProxy:
                       stream_reads_per_shard=stream_reads_per_shard)
         with self._lock:
             self._watches[table] = watch
+            self._pending.pop(table, None)
         return dict(watch.settings)
 
-    def unwatch(self, table: str) -> None:
-        """Stop watching ``table`` (its timeline goes with it); its requests pass untouched again."""
+    def watch_pending(self, table: str, *, region: str = DEFAULT_REGION, **limits: Any) -> Dict[str, Any]:
+        """Watch ``table`` (in ``region``), which need not exist yet, from the first data-plane request that names
+        it (Scan, Query, GetItem, PutItem, UpdateItem, DeleteItem, BatchWriteItem, BatchGetItem; not CreateTable or
+        DescribeTable): that request is the first one charged. ``limits`` are :meth:`watch`'s keywords, checked
+        now (a wrong one raises TypeError or ValueError), except that ``initial_burst_seconds`` defaults to 1: the
+        watch starts at the very moment of the first request, and buckets starting empty then would refuse most of
+        it, where a new table takes its rate from its first second. Returns the settings that will be in force."""
+        limits.setdefault("initial_burst_seconds", min(1.0, limits.get("burst_seconds", 300)))
+        bound = inspect.signature(self.watch).bind(table, region=region, **limits)
+        bound.apply_defaults()
+        settings = dict(bound.arguments)
+        del settings["table"], settings["region"]
+        # A Watch on a stand-in schema checks the figures now, not inside the request that starts it.
+        checked = Watch(table, region, Schema("", {}, {}), **settings).settings
         with self._lock:
             self._watches.pop(table, None)
+            self._pending[table] = (region, settings, checked)
+        return dict(checked)
+
+    def unwatch(self, table: str) -> None:
+        """Stop watching ``table`` (its timeline goes with it), or waiting for it; its requests pass untouched."""
+        with self._lock:
+            self._watches.pop(table, None)
+            self._pending.pop(table, None)
 
     def reset(self) -> None:
-        """No watches, no timelines: a plain forwarder again."""
+        """No watches, pending or not, no timelines: a plain forwarder again."""
         with self._lock:
             self._watches.clear()
+            self._pending.clear()
             self._iterators.clear()
 
     def timeline(self, table: str) -> Dict[str, Dict[int, float]]:
@@ -470,14 +499,21 @@ class CapacityProxy:
         (GetRecords calls), throttled, throttled_read, throttled_write, throttled_stream, requests (counts)."""
         with self._lock:
             watch = self._watches.get(table)
+            if watch is None and table in self._pending:
+                raise KeyError(f"table {table!r} is not watched yet: no data-plane request has named it")
             if watch is None:
                 raise KeyError(f"table {table!r} is not watched")
             return watch.timeline()
 
     def counters(self) -> Dict[str, Any]:
-        """``{table: {"settings": {...}, "totals": {series: sum}}}`` for every watched table."""
+        """``{table: {"settings": {...}, "totals": {series: sum}, "pending": bool}}`` for every watched table and
+        every pending one (the settings it will start with, its totals zero)."""
         with self._lock:
-            return {table: {"settings": dict(w.settings), "totals": w.totals()} for table, w in self._watches.items()}
+            answer = {table: {"settings": dict(w.settings), "totals": w.totals(), "pending": False}
+                      for table, w in self._watches.items()}
+            for table, (_, _, settings) in self._pending.items():
+                answer[table] = {"settings": dict(settings), "totals": dict.fromkeys(SERIES, 0), "pending": True}
+            return answer
 
     def _control(self, method: str, query: str, body: bytes) -> Any:
         if method == "POST":
@@ -488,6 +524,8 @@ class CapacityProxy:
                 self.unwatch(doc["unwatch"])
             if doc.get("watch"):
                 self.watch(**doc["watch"])
+            if doc.get("watch_pending"):
+                self.watch_pending(**doc["watch_pending"])
         table = urllib.parse.parse_qs(query).get("table")
         if method == "GET" and table:
             return self.timeline(table[0])
@@ -529,10 +567,13 @@ class CapacityProxy:
 
     def _route(self, target: str, body: bytes, region: Optional[str], forward: Forward) -> Tuple[int, bytes, Any]:
         # Nothing watched: not even the body is parsed (a dict's truth value is safe to read without the lock).
-        doc = self._parse(body) if self._watches else None
+        doc = self._parse(body) if self._watches or self._pending else None
         op = target.rsplit(".", 1)[-1]
         if doc is None:
             return forward(body)
+        if self._pending and target.startswith(DYNAMODB_PREFIX) and op in READ_OPS + WRITE_OPS + BATCH_OPS:
+            named = (doc.get("RequestItems") or {}) if op in BATCH_OPS else [doc.get("TableName") or ""]
+            self._start_pending([_table_name(name) for name in named], region)
         if target.startswith(STREAMS_PREFIX):
             return self._stream(op, doc, body, forward)
         if target.startswith(DYNAMODB_PREFIX):
@@ -545,6 +586,23 @@ class CapacityProxy:
             if watch is not None:
                 return self._single(op, doc, body, watch=watch, region=region or watch.region, forward=forward)
         return forward(body)
+
+    def _start_pending(self, names: Sequence[str], region: Optional[str]) -> None:
+        """Start the pending watches on ``names`` (for the request's region). Requests that name a table being
+        started wait for it, so none passes uncharged; a table the target does not know stays pending (the request
+        goes on, and the target answers it)."""
+        if not any(name in self._pending for name in names):
+            return
+        with self._activating:
+            for name in names:
+                with self._lock:
+                    pending = self._pending.get(name)
+                if pending is None or (region is not None and region != pending[0]):
+                    continue
+                try:
+                    self.watch(name, region=pending[0], **pending[1])
+                except ValueError:
+                    pass  # not there yet: DescribeTable failed, so this request fails too; the next one tries again
 
     @staticmethod
     def _parse(body: bytes) -> Optional[Dict[str, Any]]:
@@ -834,11 +892,13 @@ def _make_capacity_handler(proxy: CapacityProxy) -> type:
 
 
 def control(proxy_url: str, *, watch: Optional[Dict[str, Any]] = None, unwatch: Optional[str] = None,
-            reset: bool = False, table: Optional[str] = None) -> Dict[str, Any]:
+            reset: bool = False, table: Optional[str] = None,
+            watch_pending: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Steer a capacity proxy in another process, then read it.
 
     ``reset`` drops every watch, ``unwatch`` one table's, ``watch`` (``{"table": .., "read_units": ..,
-    ...}``, the arguments of :meth:`CapacityProxy.watch`) starts one, in that order. Returns the counters
+    ...}``, the arguments of :meth:`CapacityProxy.watch`) starts one, ``watch_pending`` (the same keys) waits for
+    a table's first data-plane request (:meth:`CapacityProxy.watch_pending`), in that order. Returns the counters
     (:meth:`CapacityProxy.counters`), or with ``table`` that table's timeline with integer seconds. A refused
     request raises ValueError with the proxy's reason."""
     doc: Dict[str, Any] = {}
@@ -848,6 +908,8 @@ def control(proxy_url: str, *, watch: Optional[Dict[str, Any]] = None, unwatch: 
         doc["unwatch"] = unwatch
     if watch:
         doc["watch"] = watch
+    if watch_pending:
+        doc["watch_pending"] = watch_pending
     if doc:
         _fetch(urllib.request.Request(proxy_url + CONTROL_PATH, data=json.dumps(doc).encode(), method="POST",
                                       headers={"Content-Type": "application/json"}))

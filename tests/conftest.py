@@ -130,6 +130,11 @@ class Capacity:
         """Enforce ``table``; ``limits`` as the keywords of ``capacity.CapacityProxy.watch``. Returns the settings."""
         return capacity_model.control(self.url, watch={"table": table, **limits})[table]["settings"]
 
+    def watch_pending(self, table: str, **limits) -> dict:
+        """Watch ``table``, which the code under test will create, from the first data-plane request naming it;
+        ``limits`` as for :meth:`watch` (``region`` too). Returns the settings it will start with."""
+        return capacity_model.control(self.url, watch_pending={"table": table, **limits})[table]["settings"]
+
     def timeline(self, table: str) -> dict:
         """``{series: {second: amount}}``; series and units as in ``capacity.CapacityProxy.timeline``."""
         return capacity_model.control(self.url, table=table)

@@ -294,6 +294,34 @@ def test_unwatched_tables_pass_untouched(capacity, direct, tables):
     assert {t: c["totals"]["requests"] for t, c in capacity.counters().items()} == {watched: 1}
 
 
+def test_a_pending_watch_starts_at_the_first_data_plane_request(capacity, direct, tables):
+    """A table the code under test creates (a restore's): control-plane calls leave the watch pending, a request
+    the target refuses (no table yet) too; the first write that names the created table starts the watch (its
+    schema from DescribeTable then) and is the first request charged."""
+    name = "cap-" + uuid.uuid4().hex[:12]
+    settings = capacity.watch_pending(name, region=REGION_A, read_units=10, write_units=100)
+    # A second of capacity on hand when it starts (the first request must not find empty buckets).
+    assert (settings["partitions"], settings["write_units"], settings["initial_burst_seconds"]) == (1, 100, 1)
+    with pytest.raises(ValueError, match="write_units"):
+        capacity.watch_pending("cap-other", read_units=1)
+    client = through(capacity.url)
+    with pytest.raises(ClientError, match="ResourceNotFound"):
+        client.put_item(TableName=name, Item={"pk": {"S": "early"}})
+    client.create_table(TableName=name, AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST")
+    tables.names.append(name)
+    client.describe_table(TableName=name)
+    assert capacity.counters()[name]["pending"] is True
+    with pytest.raises(ValueError, match="not watched yet"):
+        capacity.timeline(name)
+    items = [{"PutRequest": {"Item": {"pk": {"S": f"k{i}"}, "pad": {"S": "x" * 1500}}}} for i in range(3)]
+    answer = client.batch_write_item(RequestItems={name: items}, ReturnConsumedCapacity="TOTAL")
+    assert answer["ConsumedCapacity"] == [{"TableName": name, "CapacityUnits": 6.0}]  # ~1.5 KB: 2 WCU each
+    assert capacity.counters()[name]["pending"] is False
+    timeline = capacity.timeline(name)
+    assert (total(timeline["write"]), total(timeline["requests"])) == (6, 1)
+
+
 def test_stream_reads_are_limited_per_shard(capacity, direct, tables):
     table = make_table(direct, tables, stream=True)
     capacity.watch(table, read_units=100, write_units=100, stream_reads_per_shard=2)
