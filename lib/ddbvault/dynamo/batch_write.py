@@ -189,8 +189,10 @@ class _Writer:
             self.stats.items += len(pending) - len(left)
             if not left:
                 return
-            # DynamoDB accepted the call but deferred some puts: the table (or a GSI) is over its capacity.
-            if self.limiter is not None:
+            # DynamoDB accepted the call but deferred some puts. When nothing got through, the table (or a GSI) is
+            # over its capacity: the job's one rate comes down. When some did, one partition is hot (a key with
+            # many items): its items are retried with backoff, and the other partitions keep the budget's pace.
+            if self.limiter is not None and len(left) == len(pending):
                 self.limiter.throttled()
             # Backoff grows while nothing gets through; a call that made progress resets it (the limiter,
             # told above, still keeps the pace down). Only calls that wrote nothing count towards giving up.
