@@ -92,7 +92,7 @@ def run_tasks(endpoint, plan: ScanPlan, groups: List[List[int]], joins: List[tup
 
     def task(group: List[int]) -> None:
         try:
-            n = sum(1 for _ in scan_partition(plan, None, iter(group)))
+            n = sum(1 for _ in scan_partition(plan, iter(group)))
             with lock:
                 items[0] += n
         except BaseException as exc:  # re-raised in the test's thread

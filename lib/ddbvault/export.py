@@ -109,16 +109,11 @@ def units_per_item(description: Dict[str, Any], consistent_read: bool) -> Option
     return (size / count) / 4096.0 * scan.unit_of_read(consistent_read)
 
 
-def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int],
-                   content_counter: Any = None) -> Iterator[tuple]:
-    """One Spark task: scan its segments on ``plan.readers`` threads, paced by the job's budget; yield item rows.
-    ``content_counter`` (an accumulator of ``(items, digest)``) gets the rows' count and integrity digest.
-    ``units_counter`` (optional) gets the units this attempt consumed; the job's figure comes from its budget
-    service, which also counts attempts Spark discarded."""
+def scan_partition(plan: ScanPlan, segments: Iterator[int]) -> Iterator[tuple]:
+    """One Spark task: scan its segments on ``plan.readers`` threads, paced by the job's budget; yield item rows
+    (verify's and repair's scan of a table; what the scan consumed is counted by the job's budget service)."""
     limiter = budget_service.limiter_for(plan.budget, plan.readers)
     sender = ProgressSender(plan.progress)
-    consumed = 0.0
-    count, digest = 0, 0
     try:
         for _segment, page in scan.scan_segments(
                 plan.table, list(segments), plan.total_segments, threads=plan.readers, region=plan.region,
@@ -126,19 +121,12 @@ def scan_partition(plan: ScanPlan, units_counter: Any, segments: Iterator[int],
                 consistent_read=plan.consistent_read, raw_json=True, units_per_item=plan.units_per_item):
             for item in page.items:
                 pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
-                share = integrity.item_hash(text)
-                count += 1
-                digest += share
-                yield (pk, sk, text, size, layout.SOURCE_EXPORT, plan.change_time, None, plan.run_id, share)
-            consumed += page.consumed
+                yield (pk, sk, text, size, layout.SOURCE_EXPORT, plan.change_time, None, plan.run_id,
+                       integrity.item_hash(text))
             sender.add(items=len(page.items), units=page.consumed, parts_done=1 if page.done else 0)
     finally:
         sender.close()
         budget_service.close(limiter)
-    if units_counter is not None:
-        units_counter.add(consumed)
-    if content_counter is not None:
-        content_counter.add((count, digest))
 
 
 def stage_partition(plan: ScanPlan, staged_at: str, vault_region: Optional[str],
@@ -192,16 +180,6 @@ def staged_rows(spark, paths: List[str], change_time: datetime, run_id: str):
         F.lit(change_time).cast("timestamp").alias(layout.CHANGE_TIME),
         F.lit(None).cast("string").alias(layout.CHANGE_SEQ), F.lit(run_id).alias(layout.RUN_ID),
         F.col(staging.DIGEST).alias(layout.ITEM_DIGEST))
-
-
-class _PairSum:
-    """Accumulator of (count, digest) pairs, summed element-wise (Python ints: no overflow)."""
-
-    def zero(self, value):
-        return (0, 0)
-
-    def addInPlace(self, first, second):
-        return (first[0] + second[0], first[1] + second[1])
 
 
 def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:

@@ -128,7 +128,7 @@ def repair_table(spark, opts, frame, *, meta: Dict[str, Any], target: Dict[str, 
             budget_service.BudgetService(budget, host=host, unit_name="WCU") as writes_budget:
         scan = ScanPlan(opts.table, opts.region, hash_key, range_key, total, reads.endpoint, 4, False,
                         opts.max_attempts, datetime.now(timezone.utc), run_id, None, None, opts.throttle_s)
-        writes = differences(frame, replica_items(spark, scan, groups, None), ttl_attribute)
+        writes = differences(frame, replica_items(spark, scan, groups), ttl_attribute)
         plan = RepairPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()),
                           writes_budget.endpoint, opts.writers_per_task, wcu_multiplier, opts.max_attempts,
                           opts.throttle_s)

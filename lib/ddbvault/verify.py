@@ -120,10 +120,10 @@ def summarize(statuses, examples: int) -> Dict[str, Any]:
     return out
 
 
-def replica_items(spark, plan: ScanPlan, groups: List[List[int]], units):
+def replica_items(spark, plan: ScanPlan, groups: List[List[int]]):
     """The replica table scanned in parallel into the items columns (the export's scan and codec)."""
     rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
-        .mapPartitions(lambda segs: scan_partition(plan, units, segs))
+        .mapPartitions(lambda segs: scan_partition(plan, segs))
     return spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
 
 
@@ -224,7 +224,7 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
                         False, opts.max_attempts, datetime.now(timezone.utc), run.run_id, progress.address,
                         units_per_item({"TableSizeBytes": vault_size, "ItemCount": vault_count}, False)
                         or units_per_item(description, False), opts.throttle_s)
-        replica = replica_items(spark, plan, groups, None)
+        replica = replica_items(spark, plan, groups)
         # The live table is scanned exactly once, by this write: everything after reads the scratch copy, so no
         # second action and no evicted cache can scan it again (twice the RCU, and a second, different reading).
         scratch = layout.join(opts.vault, layout.META_DIR, SCRATCH_DIR, run.run_id)
