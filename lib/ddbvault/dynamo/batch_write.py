@@ -170,6 +170,7 @@ class _Writer:
                 raise _Cancelled()
             estimate = self._estimate(pending)
             if self.limiter is not None and not self.limiter.acquire(estimate, cancel=self.cancel):
+                self.limiter.settle(estimate, 0.0)  # reserved, never spent: not part of what the table was charged
                 raise _Cancelled()
             try:
                 calls, response = self._call(pending)

@@ -183,6 +183,7 @@ def scan_segment(
         if limit:
             params["Limit"] = limit
         if limiter is not None and not limiter.acquire(estimate, cancel=cancel):
+            limiter.settle(estimate, 0.0)  # reserved, never spent: not part of what the table was charged
             raise _Cancelled()
         try:
             response = retry.call(lambda: client.scan(**params), policy=policy, what=what, limiter=limiter)
