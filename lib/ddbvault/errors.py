@@ -85,3 +85,8 @@ class ChangeRecordError(DdbVaultError):
 
 class VaultBusyError(VaultError):
     """Another export or merge holds the vault's writer lease."""
+
+
+class ExportError(DdbVaultError):
+    """A DynamoDB export to S3 cannot be used: a missing or malformed manifest, a damaged or foreign data file,
+    an export that failed or was not finished in time."""
