@@ -1,4 +1,5 @@
-"""moto server with one fix: segmented Scans of tables whose hash key is binary (B).
+"""moto server with two fixes: segmented Scans of tables whose hash key is binary (B), and table exports to S3
+that write DynamoDB's documented layout (manifests and all; see ``patch_exports`` below).
 
 Why: moto 5.2.5 assigns an item to a Scan segment in ``Item.is_within_segment``
 (``moto/dynamodb/models/dynamo_type.py``) with ``md5_hash(self.hash_key.value.encode("utf8"))``. A B key's value is
@@ -44,10 +45,110 @@ def patch() -> None:
     Item.is_within_segment = is_within_segment
 
 
+# --- DynamoDB exports to S3 --------------------------------------------------------------------------------------
+# moto 5.2.5's ExportTableToPointInTime writes one gzip file of ``{"Item": ...}`` lines under a random folder
+# (``<prefix>/AWSDynamoDB/<uuid>/data/<uuid>.gz``), with no manifest, an ARN that is not an export ARN, and no
+# ExportManifest or ExportTime in DescribeExport. DynamoDB writes the layout of the Developer Guide's "DynamoDB
+# table export output format": ``_started``, ``data/*.json.gz``, ``manifest-files.json`` (a JSON line a file:
+# itemCount, md5Checksum, etag, dataFileS3Key) and ``manifest-summary.json``, in ``<prefix>/AWSDynamoDB/<id>/``
+# where ``<id>`` is the last part of ``arn:...:table/<name>/export/<id>``. These replacements write that layout
+# (items spread over two data files and one empty file, as an empty partition leaves), from moto's own item JSON.
+
+EXPORT_FILES = 3
+
+
+def _export_init(original: Any) -> Any:
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        import time
+        import uuid
+        from datetime import datetime, timezone
+
+        original(self, *args, **kwargs)
+        self.export_id = f"{int(time.time() * 1000):014d}-{uuid.uuid4().hex[:8]}"
+        self.arn = f"{self.table.table_arn}/export/{self.export_id}"
+        self.start_time = self.export_time = datetime.now(timezone.utc)
+        self.end_time = None
+        self.manifest_key = None
+
+    return init
+
+
+def _iso(moment: Any) -> Any:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _backup_to_s3_file(self: Any, s3_backend: Any) -> None:
+    """The documented export layout, written to moto's S3 (replaces ``TableExport._backup_to_s3_file``)."""
+    import base64
+    import gzip
+    import hashlib
+    import json
+    import uuid
+    from datetime import datetime, timezone
+
+    from moto.dynamodb.models.utilities import dynamo_json_dump
+
+    prefix = (self.s3_prefix or "").strip("/")
+    folder = f"{prefix}/AWSDynamoDB/{self.export_id}" if prefix else f"AWSDynamoDB/{self.export_id}"
+    s3_backend.put_object(bucket_name=self.s3_bucket, key_name=f"{folder}/_started", value=b"")
+    lines = [[] for _ in range(EXPORT_FILES)]
+    for number, item in enumerate(self.table.all_items()):
+        lines[number % (EXPORT_FILES - 1)].append(dynamo_json_dump(item.to_json(root_attr_name="Item")))
+        self.item_count += 1
+    entries = []
+    for part in lines:
+        body = gzip.compress("".join(line + "\n" for line in part).encode("utf-8"))
+        key = f"{folder}/data/{uuid.uuid4().hex[:26]}.json.gz"
+        s3_backend.put_object(bucket_name=self.s3_bucket, key_name=key, value=body)
+        digest = hashlib.md5(body)  # S3's checksum, not security
+        entries.append({"itemCount": len(part), "md5Checksum": base64.b64encode(digest.digest()).decode("ascii"),
+                        "etag": digest.hexdigest(), "dataFileS3Key": key})
+        self.processed_bytes += len(body)
+    files_key = f"{folder}/manifest-files.json"
+    s3_backend.put_object(bucket_name=self.s3_bucket, key_name=files_key,
+                          value="".join(json.dumps(e) + "\n" for e in entries).encode("utf-8"))
+    self.end_time = datetime.now(timezone.utc)
+    summary = {
+        "version": "2020-06-30", "exportArn": self.arn, "startTime": _iso(self.start_time),
+        "endTime": _iso(self.end_time), "tableArn": self.table.table_arn, "tableId": str(uuid.uuid4()),
+        "exportTime": _iso(self.export_time), "s3Bucket": self.s3_bucket, "s3Prefix": prefix or None,
+        "s3SseAlgorithm": "AES256", "s3SseKmsKeyId": None, "manifestFilesS3Key": files_key,
+        "billedSizeBytes": self.processed_bytes, "itemCount": self.item_count, "outputFormat": "DYNAMODB_JSON",
+        "exportType": "FULL_EXPORT",
+    }
+    self.manifest_key = f"{folder}/manifest-summary.json"
+    s3_backend.put_object(bucket_name=self.s3_bucket, key_name=self.manifest_key,
+                          value=json.dumps(summary).encode("utf-8"))
+    self.status = "COMPLETED"
+
+
+def _export_response(original: Any) -> Any:
+    def response(self: Any) -> Any:
+        out = original(self)
+        out.update({"ExportManifest": self.manifest_key, "ExportTime": self.export_time,
+                    "StartTime": self.start_time, "EndTime": self.end_time})
+        return {k: v for k, v in out.items() if v is not None}
+
+    return response
+
+
+def patch_exports() -> None:
+    """Make moto's table exports write DynamoDB's documented export layout (in this process)."""
+    from moto.dynamodb.models.table_export import TableExport
+
+    if getattr(TableExport, "_ddbvault_patched", False):
+        return
+    TableExport.__init__ = _export_init(TableExport.__init__)
+    TableExport._backup_to_s3_file = _backup_to_s3_file
+    TableExport.response = _export_response(TableExport.response)
+    TableExport._ddbvault_patched = True
+
+
 def main(argv: Any = None) -> None:
     from moto.server import main as moto_main
 
     patch()
+    patch_exports()
     moto_main(list(sys.argv[1:] if argv is None else argv))
 
 

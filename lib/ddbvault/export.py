@@ -43,6 +43,13 @@ class ExportOptions:
     throttle_s: float = retry.RetryPolicy.throttle_s
     lock_wait_s: float = 0.0
     table_recreated: bool = False
+    # DynamoDB's own export instead of a scan (ddbvault.export_native): an export's folder to ingest, or a bucket
+    # to have DynamoDB export the table into (then waited for, at most export_wait_s, and ingested).
+    from_export: Optional[str] = None
+    export_bucket: Optional[str] = None
+    export_prefix: Optional[str] = None
+    export_bucket_owner: Optional[str] = None
+    export_wait_s: float = 6 * 3600.0
 
 
 def read_budget(description: Dict[str, Any], max_read_units: Optional[float],
@@ -190,6 +197,10 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     """
     from ddbvault.session import build_session, set_vault_region
 
+    if opts.from_export or opts.export_bucket:
+        from ddbvault import export_native
+
+        return export_native.ingest(opts, run, spark)
     meta = tables.capture(opts.table, opts.region)
     description = meta["table"]
     hash_key, range_key = tables.key_names(meta)
@@ -203,7 +214,6 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     slots = spark.sparkContext.defaultParallelism
     expected = int(description.get("ItemCount") or 0)
     driver_host = budget_service.driver_host(spark)
-    items_path = layout.join(opts.vault, layout.ITEMS_DIR)
     staged_at = staging.root(opts.vault)
     started = time.time()
     with lock.WriterLock(opts.vault, run.job, run.run_id, opts.vault_region, wait_s=opts.lock_wait_s) as writer:
@@ -239,22 +249,49 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
                         .mapPartitions(lambda segs: stage_partition(plan, staged_at, opts.vault_region, segs)) \
                         .collect()  # one small dict per segment, never items
         run.summary["read_capacity"] = reads.summary()
-        done = staging.finished(staged_at, opts.vault_region)
-        try:
-            paths = staging.data_paths(done, total)
-        except ValueError as exc:
-            raise VaultError(f"the export of {opts.table} did not finish every segment ({exc}): rerun the same "
-                             f"command; finished segments are kept and not read again") from exc
-        scanned = sum(done[s].items for s in range(total))
-        digest = sum(done[s].digest for s in range(total))
-        commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=scan_started.isoformat(),
-                                          stream_arn=description.get("LatestStreamArn"), stream_view=view)
-        writer.check()
-        with raising_executor_errors():
-            staged_rows(spark, paths, scan_started, run.run_id).write.format("delta").mode("overwrite") \
-                .option("userMetadata", commit).save(items_path)
+        scanned, digest = commit_staged(spark, opts, run, meta, writer=writer, total=total, change_time=scan_started,
+                                        stream_arn=description.get("LatestStreamArn"), stream_view=view)
     elapsed = time.time() - started
+    version, written = record_commit(spark, opts, run, meta, manifest=manifest, scanned=scanned, digest=digest,
+                                     change_time=scan_started)
+    run.summary.update({
+        "items": written, "vault_version": version, "consumed_rcu": round(reads.consumed, 1),
+        "scan_write_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,
+        "scan_started": scan_started.isoformat(), "stream_arn": description.get("LatestStreamArn"),
+    })
+    log.info("export %s done: %d items, vault version %d, %.1f RCU consumed, %.1fs", opts.table, written,
+             version, reads.consumed, elapsed)
+    return run.summary
 
+
+def commit_staged(spark, opts: ExportOptions, run, meta: Dict[str, Any], *, writer: lock.WriterLock, total: int,
+                  change_time: datetime, **commit_fields: Any) -> Tuple[int, int]:
+    """The staged parts 0..total-1 (scan segments or export files) as the items table's new version, in one Delta
+    overwrite whose commit says where the rows came from (``scan_started``: where the next merge starts to replay
+    the stream). Returns (items, digest) of what was staged. Under the writer lease."""
+    staged_at = staging.root(opts.vault)
+    done = staging.finished(staged_at, opts.vault_region)
+    try:
+        paths = staging.data_paths(done, total)
+    except ValueError as exc:
+        raise VaultError(f"the export of {opts.table} did not finish every part ({exc}): rerun the same "
+                         f"command; finished parts are kept and not read again") from exc
+    scanned = sum(done[s].items for s in range(total))
+    digest = sum(done[s].digest for s in range(total))
+    commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=change_time.isoformat(),
+                                      **commit_fields)
+    writer.check()
+    with raising_executor_errors():
+        staged_rows(spark, paths, change_time, run.run_id).write.format("delta").mode("overwrite") \
+            .option("userMetadata", commit).save(layout.join(opts.vault, layout.ITEMS_DIR))
+    return scanned, digest
+
+
+def record_commit(spark, opts: ExportOptions, run, meta: Dict[str, Any], *, manifest: Dict[str, Any], scanned: int,
+                  digest: int, change_time: datetime) -> Tuple[int, int]:
+    """After :func:`commit_staged`: find this run's commit, mark the staged export committed, keep the table's
+    capture and the version's integrity record. Returns (version, items written)."""
+    items_path = layout.join(opts.vault, layout.ITEMS_DIR)
     # This run's own commit, by its run id: "the newest" may already be another writer's (an operator's OPTIMIZE).
     mine = metadata.commit_by_run_id(spark, items_path, run.run_id)
     if mine is None:
@@ -266,18 +303,11 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
     staging.committed(opts.vault, opts.vault_region, manifest, version)  # whatever follows, never committed twice
     # The capture in a file of the vault's own: Delta's log cleanup will delete this commit's userMetadata.
     metadata.record_capture(opts.vault, version, meta, opts.vault_region, job=run.job,
-                            run_id=run.run_id, scan_started=scan_started.isoformat())
+                            run_id=run.run_id, scan_started=change_time.isoformat())
     written = int(mine["metrics"].get("numOutputRows", 0))
     if written != scanned:
-        raise VaultError(f"the export of {opts.table} scanned {scanned} items but Delta version {version} of "
+        raise VaultError(f"the export of {opts.table} read {scanned} items but Delta version {version} of "
                          f"{opts.vault} holds {written}: do not restore that version; run the export again")
     integrity.record(opts.vault, version, written, digest, opts.vault_region, job=run.job, run_id=run.run_id)
     metadata.store.write_json(layout.join(opts.vault, layout.META_DIR, "table.json"), meta, opts.vault_region)
-    run.summary.update({
-        "items": written, "vault_version": version, "consumed_rcu": round(reads.consumed, 1),
-        "scan_write_s": round(elapsed, 3), "items_per_s": round(written / elapsed, 1) if elapsed else None,
-        "scan_started": scan_started.isoformat(), "stream_arn": description.get("LatestStreamArn"),
-    })
-    log.info("export %s done: %d items, vault version %d, %.1f RCU consumed, %.1fs", opts.table, written,
-             version, reads.consumed, elapsed)
-    return run.summary
+    return version, written

@@ -5,7 +5,8 @@ should not read the table again from the start. So every finished segment leaves
 under ``_ddbvault/export-staging/``, and a rerun of the export scans only the segments that have none. The
 items table still changes in one commit, made from the staged rows once every segment is there.
 
-- ``manifest.json``: the export being staged: table ARN and creation time, TotalSegments, read consistency and
+- ``manifest.json``: the export being staged: table ARN and creation time, TotalSegments, read consistency, its
+  ``source`` (absent for a scan; a DynamoDB export's ARN when its data files are the parts) and
   when the scan started (a resumed export keeps it: the first merge replays the stream from there, so it must
   be less than ~20 hours old while the stream holds 24).
 - ``seg-<segment>-<attempt>.json.gz``: one segment's rows as JSON lines, written by one task attempt.
@@ -94,6 +95,8 @@ def resume_or_start(vault: str, region: Optional[str], fresh: Dict[str, Any], no
             why = f"it was committed as version {found['committed_version']} already"
         elif (found.get("table_arn"), found.get("table_created")) != (fresh["table_arn"], fresh["table_created"]):
             why = "it was of another table (or the table was created anew since)"
+        elif found.get("source") != fresh.get("source"):
+            why = "it was staged from another source (a scan, or another DynamoDB export)"
         elif found.get("consistent_read") != fresh["consistent_read"]:
             why = "it used another read consistency"
         elif found.get("stream_arn") != fresh["stream_arn"]:
