@@ -310,17 +310,18 @@ def test_a_merge_after_from_export_brings_the_vault_to_the_table(spark, src, tmp
     import time
 
     client, made, s3, export_bucket = src
-    keys, make_item = SHAPES["s_hash_b_range"]
-    table, description = _fill(client, made, keys, make_item, count=12, stream="NEW_AND_OLD_IMAGES")
+    # An N range key: moto's stream records of binary keys are another matter (test_merge keeps to S and N keys).
+    table, description = _fill(client, made, [("pk", "S"), ("sk", "N")],
+                               lambda i: dict(every_type(i), pk={"S": f"p{i % 4}-\u00e9"}, sk={"N": str(i)}),
+                               count=12, stream="NEW_AND_OLD_IMAGES")
     folder = full_export_of(s3, export_bucket, description["TableArn"], scan_all(client, table),
                             export_time=datetime.now(timezone.utc))
     vault = str(tmp_path / "vault")
     export_table(ExportOptions(table=table, vault=vault, region=REGION_A, from_export=folder),
                  Run(job="export_table"), spark)
-    client.delete_item(TableName=table, Key={"pk": {"S": "p0-\u00e9"}, "sk": {"B": bytes([0, 0, 255])}})
-    client.put_item(TableName=table, Item=dict(every_type(99), pk={"S": "new"}, sk={"B": b"\x07"}))
-    client.put_item(TableName=table, Item={"pk": {"S": "p1-\u00e9"}, "sk": {"B": bytes([1, 0, 255])},
-                                           "n": {"N": "2"}})
+    client.delete_item(TableName=table, Key={"pk": {"S": "p0-\u00e9"}, "sk": {"N": "0"}})
+    client.put_item(TableName=table, Item=dict(every_type(99), pk={"S": "new"}, sk={"N": "-7.5"}))
+    client.put_item(TableName=table, Item={"pk": {"S": "p1-\u00e9"}, "sk": {"N": "1"}, "n": {"N": "2"}})
     time.sleep(1.15 - (time.time() % 1.0))
     merge_increments(MergeOptions(table=table, vault=vault, region=REGION_A), Run(job="merge_increments"), spark)
 
