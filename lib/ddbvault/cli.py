@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Callable, NoReturn, Optional
+from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 from ddbvault.errors import UsageError
@@ -111,3 +111,21 @@ def add_run_id(p: argparse.ArgumentParser) -> None:
                    help="this run's id (default: the start time and a random suffix); the run is recorded as "
                         "<vault>/_ddbvault/runs/<run id>.json, so the Step Functions state machines pass the "
                         "execution name")
+
+
+METRICS_FLAG = "--metrics"
+METRICS_VARIABLE = "DDBVAULT_METRICS"
+
+
+def take_metrics_flag(argv: Sequence[str]) -> Tuple[List[str], bool]:
+    """``argv`` without ``--metrics``, and whether it was there.
+
+    Every job takes ``--metrics`` (publish the run's CloudWatch metrics, :mod:`ddbvault.metrics`); the job
+    runner takes it off before the job's own parser sees the rest, so no job needs a flag of its own for it.
+
+    >>> take_metrics_flag(["--table", "t", "--metrics"])
+    (['--table', 't'], True)
+    """
+    rest = [arg for arg in argv if arg != METRICS_FLAG]
+    return rest, len(rest) != len(argv)
+

@@ -5,6 +5,8 @@
 - A failure exits non-zero with one line on stderr, ``ddbvault <job>: <what went wrong and what to do>``.
   Set ``DDBVAULT_DEBUG=1`` for the traceback as well.
 - Finalizers registered on the :class:`Run` (the vault's run history) see the final summary, success or not.
+- ``--metrics`` (any job), or ``DDBVAULT_METRICS=1`` in its environment, publishes the run's CloudWatch metrics
+  (:mod:`ddbvault.metrics`) after the other finalizers; a failure to publish is a warning, never the exit code.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ddbvault import cli
 from ddbvault.errors import DdbVaultError, from_executor
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,9 @@ def run_job(job: str, argv: Optional[Sequence[str]], parse_args: Callable[[Optio
     configure_logging()
     run = Run(job=job)
     status, error, code = "ok", None, 0
+    argv, metrics_on = cli.take_metrics_flag(sys.argv[1:] if argv is None else argv)
+    metrics_on = metrics_on or os.environ.get(cli.METRICS_VARIABLE) == "1"
+    args = None
     try:
         args = parse_args(argv)  # a bad flag (UsageError from cli.JobArgumentParser) ends here, nothing done
         if getattr(args, "run_id", None):
@@ -87,6 +93,8 @@ def run_job(job: str, argv: Optional[Sequence[str]], parse_args: Callable[[Optio
             log.exception("%s failed", job)
         status, error, code = "failed", describe_failure(exc), 1
     summary = run.final_summary(status, error)
+    if metrics_on:
+        run.finalizers.append(_metrics_finalizer(args))
     for finalize in run.finalizers:
         try:
             finalize(summary)
@@ -96,6 +104,14 @@ def run_job(job: str, argv: Optional[Sequence[str]], parse_args: Callable[[Optio
         print(f"ddbvault {job}: {error}", file=sys.stderr, flush=True)
     print(json.dumps(summary, sort_keys=True, default=str), flush=True)
     return code
+
+
+def _metrics_finalizer(args: Any) -> Callable[[Dict[str, Any]], None]:
+    """Publishes the summary's metrics in the vault's region (the stack's), named by the job's table and vault."""
+    from ddbvault import metrics
+
+    region = getattr(args, "vault_region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return metrics.finalizer(getattr(args, "table", None), getattr(args, "vault", None), region)
 
 
 def main_exit(code: int) -> None:
