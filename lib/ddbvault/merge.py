@@ -60,6 +60,10 @@ class MergeOptions:
     max_stream_reads: Optional[float] = None   # GetRecords calls/s for the job; None: STREAM_READS_PER_SHARD each
     retention_days: float = maintenance.DEFAULT_RETENTION_DAYS
     compact_files: int = maintenance.DEFAULT_COMPACT_FILES
+    source: Optional[str] = None               # s3://bucket/prefix of landed change files; None: the stream
+    source_format: Optional[str] = None        # with source: lambda, kinesis or incremental-export
+    start_export: bool = False                 # incremental-export: ask DynamoDB for the next export first
+    export_wait_s: float = 3 * 3600.0          # how long --start-export waits for it
 
 
 def stream_read_budget(max_stream_reads: Optional[float], shards_read: int) -> Tuple[float, str]:
@@ -185,16 +189,11 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
     scan_started = datetime.fromisoformat(export["scan_started"])
     now = datetime.now(timezone.utc)
 
-    # A merge killed after its log commit and before its items commit: those batches go into items first.
-    items_batch = int(state.get("batch") or 0)
-    if previous and state.get("job") == JOB and items_batch < last_batch and previous.get("new_records", 1):
-        log.info("applying batches %d..%d from the change log first (the run that logged them stopped before "
-                 "its items commit)", items_batch + 1, last_batch)
-        apply_batches(spark, opts.vault, run.run_id, export=export, checkpoint=previous, after=items_batch,
-                      batch=last_batch, replay=False, cut=datetime.fromisoformat(previous["cut"]), check=writer.check,
-                      region=opts.vault_region)
-        state = items.newest_state(spark, opts.vault)
-        items_batch = last_batch
+    state, items_batch = catch_up(spark, opts, run, writer, state=state, previous=previous)
+    if previous and previous.get("source") and state.get("replayed"):
+        raise StreamGapError(f"{opts.vault} follows change files ({previous['source']['format']} from "
+                             f"{previous['source']['uri']}), not the stream: their orders differ, so switching needs "
+                             f"a new base: run export_table, then merge from the stream")
 
     same_stream = previous is not None and previous.get("stream_arn") == arn
     if same_stream:
@@ -228,37 +227,63 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, until: O
         run.summary["stream_reads"] = calls
         next_shards = shards.next_checkpoint(stream.get("Shards", []), checkpoint, tasks, positions)
         batch = last_batch + 1
-        new_rows = _not_logged(spark, opts.vault, rows, opts.vault_region).cache()
-        counts = {r["event_name"]: r["count"] for r in new_rows.groupBy("event_name").count().collect()}
         read_count = sum(p["records"] for p in positions.values())
         new_checkpoint = {"stream_arn": arn, "shards": next_shards, "batch": batch, "cut": cut.isoformat(),
                           "complete_since": complete_since.isoformat(), "stream_first_batch": stream_first_batch,
-                          "new_records": sum(counts.values()),
                           "covered": [*covered[:-1], [covered[-1][0], cut.isoformat()]]}
-        writer.check()
-        changelog.append(spark, changelog.with_batch(new_rows, batch), opts.vault,
-                         _commit(JOB, run.run_id, batch=batch, checkpoint=new_checkpoint),
-                         empty=not sum(counts.values()))
-        new_rows.unpersist()
+        counts, applied = log_and_apply(spark, opts, run, writer, rows=rows, state=state, export=export,
+                                        checkpoint=new_checkpoint, items_batch=items_batch, cut=cut)
     finally:
         store.delete_tree(staging, opts.vault_region)
-    replay = not state.get("replayed")
-    if sum(counts.values()) or replay:
-        applied = apply_batches(spark, opts.vault, run.run_id, export=export, checkpoint=new_checkpoint,
-                                after=items_batch, batch=batch, replay=replay, cut=cut, check=writer.check,
-                                region=opts.vault_region)
-    else:  # nothing new: items stays as it is (no commit)
-        applied = {"vault_version": state["version"], "items_inserted": 0, "items_updated": 0, "items_deleted": 0}
     open_shards = [t.shard_id for t in tasks if not positions[t.shard_id]["done"]]
     return {
         "batch": batch, "records_read": read_count, "records_new": sum(counts.values()),
         "inserts": counts.get(records.INSERT, 0), "modifies": counts.get(records.MODIFY, 0),
         "removes": counts.get(records.REMOVE, 0), "shards_read": len(tasks), "shards_open": len(open_shards),
-        "replayed_since_export": replay, **applied,
+        **applied,
         "recoverable_until": (cut - timedelta(seconds=1)).isoformat(),
         "lag_s": round((datetime.now(timezone.utc) - cut).total_seconds(), 1),
         "merge_s": round(time.time() - started, 3),
     }
+
+
+def catch_up(spark, opts: MergeOptions, run, writer: lock.WriterLock, *, state: Dict[str, Any],
+             previous: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], int]:
+    """(items state, its batch) once a merge killed after its log commit and before its items commit has had
+    its logged batches folded into items."""
+    items_batch = int(state.get("batch") or 0)
+    last_batch = int(previous["batch"]) if previous else 0
+    if previous and state.get("job") == JOB and items_batch < last_batch and previous.get("new_records", 1):
+        log.info("applying batches %d..%d from the change log first (the run that logged them stopped before "
+                 "its items commit)", items_batch + 1, last_batch)
+        apply_batches(spark, opts.vault, run.run_id, export=state["export"], checkpoint=previous, after=items_batch,
+                      batch=last_batch, replay=False, cut=datetime.fromisoformat(previous["cut"]), check=writer.check,
+                      region=opts.vault_region)
+        return items.newest_state(spark, opts.vault), last_batch
+    return state, items_batch
+
+
+def log_and_apply(spark, opts: MergeOptions, run, writer: lock.WriterLock, *, rows, state: Dict[str, Any],
+                  export: Dict[str, Any], checkpoint: Dict[str, Any], items_batch: int,
+                  cut: datetime) -> Tuple[Dict[str, int], Dict[str, Any]]:
+    """Steps 3 and 4 of a batch, for any source: ``rows`` less what the log holds appended to the log with
+    ``checkpoint`` in the same commit, then folded into items. Returns (counts by event, items figures)."""
+    batch = int(checkpoint["batch"])
+    new_rows = _not_logged(spark, opts.vault, rows, opts.vault_region).cache()
+    counts = {r["event_name"]: r["count"] for r in new_rows.groupBy("event_name").count().collect()}
+    checkpoint["new_records"] = sum(counts.values())
+    writer.check()
+    changelog.append(spark, changelog.with_batch(new_rows, batch), opts.vault,
+                     _commit(JOB, run.run_id, batch=batch, checkpoint=checkpoint), empty=not sum(counts.values()))
+    new_rows.unpersist()
+    replay = not state.get("replayed")
+    if sum(counts.values()) or replay:
+        applied = apply_batches(spark, opts.vault, run.run_id, export=export, checkpoint=checkpoint,
+                                after=items_batch, batch=batch, replay=replay, cut=cut, check=writer.check,
+                                region=opts.vault_region)
+    else:  # nothing new: items stays as it is (no commit)
+        applied = {"vault_version": state["version"], "items_inserted": 0, "items_updated": 0, "items_deleted": 0}
+    return counts, dict(applied, replayed_since_export=replay)
 
 
 def _not_logged(spark, vault: str, rows, region: Optional[str] = None):
@@ -324,8 +349,10 @@ class _Stop:
 
 def merge_increments(opts: MergeOptions, run, spark=None) -> Dict[str, Any]:
     """Merge the stream into the vault once, or every ``opts.follow_s`` seconds until SIGTERM."""
+    from ddbvault import merge_files
     from ddbvault.session import build_session, set_vault_region
 
+    merge_files.check_options(opts)
     if opts.follow_s is not None and opts.follow_s < 1:
         raise UsageError("--follow must be at least 1 second: a merge reads up to the whole second it starts in")
     if opts.follow_s is not None and opts.until is not None:
@@ -342,7 +369,8 @@ def merge_increments(opts: MergeOptions, run, spark=None) -> Dict[str, Any]:
             maintenance.ensure(spark, opts.vault, opts.retention_days, opts.vault_region)
         merges = 0
         while True:
-            figures = merge_once(spark, opts, run, writer, opts.until, keys=keys)
+            figures = (merge_files.merge_once(spark, opts, run, writer, keys=keys) if opts.source
+                       else merge_once(spark, opts, run, writer, opts.until, keys=keys))
             merges += 1
             figures.update(maintenance.maintain(spark, opts.vault, opts.retention_days, opts.compact_files,
                                                 opts.vault_region))

@@ -83,7 +83,18 @@ CHANGE_COLUMNS = ("pk", "sk", "event_name", "keys", "item", "item_size", "change
 def change_row(record: Mapping[str, Any], names: KeyNames, generation: int, shard_id: str,
                run_id: str) -> tuple:
     """One DynamoDB Streams record (API, Lambda or raw JSON shape) as a change row (see CHANGE_COLUMNS)."""
-    event = record.get("eventName")
+    body = record.get("dynamodb") or {}
+    seq = str(body.get("SequenceNumber", ""))
+    return row_of(record, names, order=stream_order(generation, seq), sequence_number=seq, source=shard_id,
+                  event_id=str(record.get("eventID") or f"{shard_id}:{seq}"), run_id=run_id)
+
+
+def row_of(record: Mapping[str, Any], names: KeyNames, *, order: str, sequence_number: str, source: str,
+           event_id: str, run_id: str, event: Optional[str] = None, when: Any = None) -> tuple:
+    """A change row of a record in the Streams shape (``eventName``, ``dynamodb.{Keys, NewImage,
+    ApproximateCreationDateTime}``) whose place in stream order (``order``) the caller knows; ``event`` and
+    ``when`` stand in for a shape that carries no eventName or creation time (an incremental export)."""
+    event = event or record.get("eventName")
     if event not in EVENTS:
         raise ChangeRecordError(f"stream record {record.get('eventID')} has eventName {event!r}, not one of {EVENTS}")
     body = record.get("dynamodb") or {}
@@ -99,9 +110,8 @@ def change_row(record: Mapping[str, Any], names: KeyNames, generation: int, shar
         row_pk, row_sk, text, size = codec.to_vault_record(image, names.hash_key, names.range_key)
         if (row_pk, row_sk) != (pk, sk):
             raise ChangeRecordError(f"stream record {record.get('eventID')}: NewImage key differs from Keys")
-    seq = str(body.get("SequenceNumber", ""))
-    return (pk, sk, event, keys_text, text, size, as_utc(body.get("ApproximateCreationDateTime")),
-            stream_order(generation, seq), seq, shard_id, str(record.get("eventID") or f"{shard_id}:{seq}"),
+    moment = when if when is not None else as_utc(body.get("ApproximateCreationDateTime"))
+    return (pk, sk, event, keys_text, text, size, moment, order, sequence_number, source, event_id,
             event == REMOVE and is_ttl_delete(record), run_id)
 
 
