@@ -6,7 +6,12 @@ Why: moto 5.2.5 assigns an item to a Scan segment in ``Item.is_within_segment``
 ``bytes`` there, which has no ``encode``, so every segmented Scan of such a table fails with HTTP 500, while
 DynamoDB scans those tables like any other. ddbvault's export, repair and verify always scan in segments.
 
-This launcher replaces that one method with the same hash over the key's raw bytes (S and N keys are hashed
+ImportTable: moto 5.2.5 reads an import's files with ``py_partiql_parser.JsonParser``, which stops without an
+error at the first empty map (``{"M":{}}``): the rest of the file is never imported and the import still ends
+COMPLETED. DynamoDB's DYNAMODB_JSON format is one ``{"Item": ...}`` object per line, so the fixed
+``TableImport._process_s3_files`` reads the lines with ``json.loads`` (everything else as moto does it).
+
+This launcher replaces those methods with the same hash over the key's raw bytes (S and N keys are hashed
 exactly as before, so their segments do not change) and then runs moto's own server main with the arguments it
 was given, the ones ``moto_server`` takes:
 
@@ -34,15 +39,47 @@ def is_within_segment(self: Any, segments: Union[Tuple[None, None], Tuple[int, i
     return md5_hash(bytes(raw)).digest()[0] % total_segments == segment
 
 
+def process_s3_files(self: Any, s3_backend: Any, bucket: Any) -> None:
+    """moto's ``TableImport._process_s3_files`` (5.2.5), reading DYNAMODB_JSON files line by line."""
+    import json
+
+    from moto.core.utils import gzip_decompress
+    from moto.dynamodb.models import dynamodb_backends
+
+    dynamo = dynamodb_backends[self.account_id][self.region_name]
+    self.table = dynamo.create_table(
+        name=self.table_name, billing_mode=self.billing_mode, throughput=self.throughput, schema=self.key_schema,
+        global_indexes=self.global_indexes, indexes=None, attr=self.attrs, sse_specification=None, streams=None,
+        tags=[], deletion_protection_enabled=False, warm_throughput=None)
+    keys, _, _, _ = s3_backend.list_objects(bucket, prefix=self.s3_source.get("S3KeyPrefix"), delimiter=None,
+                                            marker=None, max_keys=None)
+    for key in keys:
+        raw = gzip_decompress(key.value) if self.compression_type == "GZIP" else key.value
+        for line in raw.decode("utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                self.processed_count += 1
+                self.processed_bytes += len(line.encode("utf-8"))
+                self.table.put_item(item_attrs=json.loads(line)["Item"])
+                self.imported_count += 1
+            except Exception as exc:  # as moto: counted, the import goes on, and ends FAILED
+                self.failure_message = str(exc)
+                self.error_count += 1
+    self.status = "COMPLETED" if self.error_count == 0 else "FAILED"
+
+
 def patch() -> None:
-    """Put the fixed method on moto's DynamoDB item class (in this process)."""
+    """Put the fixed methods on moto's classes (in this process)."""
     import moto
     from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table_import import TableImport
 
     if moto.__version__ != PATCHED_FOR:
         print(f"moto_patched: written for moto {PATCHED_FOR}, running {moto.__version__}: check whether "
               f"Item.is_within_segment still needs the binary-key fix", file=sys.stderr)
     Item.is_within_segment = is_within_segment
+    TableImport._process_s3_files = process_s3_files
 
 
 # --- DynamoDB exports to S3 --------------------------------------------------------------------------------------

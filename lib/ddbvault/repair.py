@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ddbvault import codec
-from ddbvault.dynamo import batch_write, retry
+from ddbvault.dynamo import batch_write, retry, wire
 from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import raising_executor_errors
@@ -38,14 +38,28 @@ class RepairPlan:
     wcu_multiplier: float
     max_attempts: int
     throttle_s: float = retry.RetryPolicy.throttle_s
+    key_types: Tuple[str, ...] = ()  # the key attributes' types, hash then range (for the wire path)
+    wire: bool = True                # send stored text as it is (dynamo.wire); False: decode, botocore
 
 
 def repair_partition(plan: RepairPlan, rows: Iterator[Any]) -> Iterator[Dict[str, Any]]:
-    """One Spark task: put or delete its rows' items; one stats dict."""
+    """One Spark task: put or delete its rows' items (rows of item text, size, delete, pk, sk); one stats
+    dict."""
     counts = {"puts": 0, "deletes": 0}
 
     def records():
-        for item_text, size, delete in rows:
+        for item_text, size, delete, pk, sk in rows:
+            if plan.wire:
+                values = (pk, sk)[:len(plan.key_types)]
+                key = wire.key_tuple(plan.key_types, values)
+                if delete:
+                    counts["deletes"] += 1
+                    yield wire.WireItem(wire.key_text(plan.key_names, plan.key_types, values), key, True), \
+                        DELETE_SIZE_ESTIMATE
+                else:
+                    counts["puts"] += 1
+                    yield wire.WireItem(item_text, key), int(size)
+                continue
             item = codec.decode_item(item_text)
             if delete:
                 counts["deletes"] += 1
@@ -97,6 +111,12 @@ def differences(vault_items, replica, ttl_attribute: Optional[str], now_epoch: O
     return puts.unionByName(deletes)
 
 
+def key_types(meta: Dict[str, Any]) -> Tuple[str, ...]:
+    """The types of the table's key attributes (S, N, B), hash key then range key."""
+    types = {a["AttributeName"]: a["AttributeType"] for a in meta["table"]["AttributeDefinitions"]}
+    return tuple(types[name] for name in tables.key_names(meta) if name)
+
+
 def spread(frame, partitions: int):
     """The load's rows dealt to ``partitions`` by a hash of the whole key (hash and range key), each partition in
     the order of a second hash of the key. A partition key with many items (30% of a table under one key is
@@ -131,11 +151,11 @@ def repair_table(spark, opts, frame, *, meta: Dict[str, Any], target: Dict[str, 
         writes = differences(frame, replica_items(spark, scan, groups), ttl_attribute)
         plan = RepairPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()),
                           writes_budget.endpoint, opts.writers_per_task, wcu_multiplier, opts.max_attempts,
-                          opts.throttle_s)
+                          opts.throttle_s, key_types(meta), getattr(opts, "wire", True))
         with raising_executor_errors():
             results = (spread(writes.select(layout.PK, layout.SK, layout.ITEM, layout.ITEM_SIZE, "delete"),
                               partitions)
-                       .select(layout.ITEM, layout.ITEM_SIZE, "delete").rdd
+                       .select(layout.ITEM, layout.ITEM_SIZE, "delete", layout.PK, layout.SK).rdd
                        .mapPartitions(lambda rows: repair_partition(plan, rows)).collect())
     puts, deletes = sum(r["puts"] for r in results), sum(r["deletes"] for r in results)
     log.info("repair of %s: %d items put, %d deleted, %.1f RCU read", opts.table, puts, deletes, reads.consumed)

@@ -17,9 +17,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ddbvault import codec, repair
 from ddbvault.dynamo import budget as budget_service
-from ddbvault.dynamo import retry
+from ddbvault.dynamo import importer, retry, wire
 from ddbvault.dynamo import table as tables
-from ddbvault.errors import TableError, VaultError, raising_executor_errors
+from ddbvault.errors import TableError, UsageError, VaultError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
 from ddbvault.vault import layout, metadata, pointintime, store
 
@@ -47,6 +47,11 @@ class RestoreOptions:
     writers_per_task: int = 4
     max_attempts: int = 12
     throttle_s: float = retry.RetryPolicy.throttle_s
+    wire: bool = True  # the load sends the vault's item text as it is (see dynamo.wire); False: botocore's way
+    method: str = "auto"                   # auto | import | batch-write (see dynamo.importer.choose)
+    import_staging: Optional[str] = None   # s3://bucket/prefix in the recovery region for the import's files
+    import_timeout_s: float = 12 * 3600.0
+    import_poll_s: float = 15.0
 
 
 def write_budget(description: Dict[str, Any], max_write_units: Optional[float],
@@ -87,6 +92,21 @@ class LoadPlan:
     max_attempts: int
     progress: Optional[Tuple[str, int]]
     throttle_s: float = retry.RetryPolicy.throttle_s
+    key_types: Tuple[str, ...] = ()   # the key attributes' types (S, N, B), hash then range
+    wire: bool = True                 # send the stored item text as it is (dynamo.wire); False: decode, botocore
+
+
+def load_records(plan: LoadPlan, rows: Iterator[Any]) -> Iterator[tuple]:
+    """The writer's records for rows of (item text, item size, pk, sk): with ``plan.wire`` the text itself with
+    its key taken from the vault's key columns (no item is parsed), else the decoded item for botocore."""
+    if plan.wire:
+        ranged = len(plan.key_types) > 1
+        for row in rows:
+            key = wire.key_tuple(plan.key_types, (row[2], row[3]) if ranged else (row[2],))
+            yield wire.WireItem(row[0], key), int(row[1])
+    else:
+        for row in rows:
+            yield codec.decode_item(row[0]), int(row[1])
 
 
 def load_partition(plan: LoadPlan, index: int, rows: Iterator[Any]) -> Iterator[Dict[str, Any]]:
@@ -99,10 +119,9 @@ def load_partition(plan: LoadPlan, index: int, rows: Iterator[Any]) -> Iterator[
     sender = ProgressSender(plan.progress)
 
     def records():
-        for row in rows:
-            item = codec.decode_item(row[0])
+        for record in load_records(plan, rows):
             sender.add(items=1)
-            yield item, int(row[1])
+            yield record
 
     try:
         stats = repair.write_paced(plan, records())
@@ -168,6 +187,11 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
 
     manifests = layout.join(opts.vault, layout.META_DIR, "restores")
     existing = tables.describe(opts.table, opts.region)
+    method, why = choose_method(opts, meta, existing, view.frame)
+    run.summary.update(method=method, method_reason=why)
+    log.info("restore %s: method %s (%s)", opts.table, method, why)
+    if method == "import":
+        return restore_by_import(spark, opts, view, meta=meta, notes=notes, run=run)
     manifest = None
     if existing is not None:
         manifest_uri = layout.join(manifests, restore_id(view.label, existing), "manifest.json")
@@ -220,10 +244,10 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
                            unit_name="WCU", part_name="partitions", advertise=driver_host) as progress:
         plan = LoadPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()), markers,
                         opts.vault_region, writes.endpoint, opts.writers_per_task, multiplier, opts.max_attempts,
-                        progress.address, opts.throttle_s)
+                        progress.address, opts.throttle_s, repair.key_types(meta), opts.wire)
         with raising_executor_errors():
             results = (repair.spread(items.select(layout.ITEM, layout.ITEM_SIZE, layout.PK, layout.SK), partitions)
-                       .select(layout.ITEM, layout.ITEM_SIZE)
+                       .select(layout.ITEM, layout.ITEM_SIZE, layout.PK, layout.SK)
                        .rdd.mapPartitionsWithIndex(lambda index, rows: load_partition(plan, index, rows))
                        .collect())  # one small stats dict per partition, never items
     elapsed = time.time() - started
@@ -250,6 +274,110 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     _finish(meta, opts, notes, run)
     store.write_json(manifest_uri, manifest, opts.vault_region)
     return run.summary
+
+
+def import_staging(opts: RestoreOptions) -> Optional[str]:
+    """Where an import's files go: ``--import-staging``, else ``<vault>/_ddbvault/import-staging`` when the vault
+    is on S3 in the recovery region (ImportTable reads a bucket of the table's region), else nowhere."""
+    if opts.import_staging:
+        return opts.import_staging.rstrip("/")
+    if store.split_s3(opts.vault) and (opts.vault_region or opts.region) == opts.region:
+        return layout.join(opts.vault, layout.META_DIR, "import-staging")
+    return None
+
+
+def choose_method(opts: RestoreOptions, meta: Dict[str, Any], existing: Optional[Dict[str, Any]],
+                  frame) -> Tuple[str, str]:
+    """``import`` or ``batch-write`` for this restore, and why (see ``dynamo.importer.choose``). An explicit
+    ``--method import`` that cannot work is refused here, before anything is created or written."""
+    lsis = len(meta["table"].get("LocalSecondaryIndexes", []))
+    staging = import_staging(opts)
+    if opts.method == "import":
+        if opts.existing_table or existing is not None:
+            raise UsageError(f"--method import creates a new table, and table {opts.table} "
+                             f"{'exists' if existing is not None else 'is to be loaded (--existing-table)'} in "
+                             f"region {opts.region}: use --method batch-write, or restore into another --table")
+        if lsis:
+            raise UsageError(f"table {meta['table_name']} has {lsis} local secondary index(es), which ImportTable "
+                             f"cannot create: use --method batch-write (or auto)")
+        if staging is None:
+            raise UsageError(f"--method import needs S3 files in region {opts.region}, and vault {opts.vault} is not "
+                             f"on S3 there: pass --import-staging s3://bucket/prefix (a bucket of {opts.region})")
+    size = None
+    if opts.method == "auto" and existing is None and not opts.existing_table and not lsis and staging:
+        size = int(frame.agg({layout.ITEM_SIZE: "sum"}).collect()[0][0] or 0)
+    return importer.choose(opts.method, existing_table=opts.existing_table or existing is not None, lsis=lsis,
+                           vault_bytes=size, staging=staging)
+
+
+def restore_by_import(spark, opts: RestoreOptions, view, *, meta: Dict[str, Any], notes: List[str],
+                      run) -> Dict[str, Any]:
+    """A new table made by ImportTable from the view's items staged as gzip DynamoDB JSON in the recovery region;
+    then what ImportTable cannot set, then TTL and PITR (``_finish``). A failed import leaves no table behind."""
+    request, create_notes = tables.create_request(meta, opts.table, mode=opts.billing_mode, kms_key=opts.kms_key)
+    notes.extend(create_notes)
+    staging = layout.join(import_staging(opts) or "", f"{opts.table}-{view.label}-{run.run_id}")
+    bucket, prefix = store.split_s3(staging) or ("", "")
+    region = opts.region
+    importer.check_staging(bucket, region)
+    params, after = importer.import_request(request, bucket, prefix, client_token=hashlib.sha256(
+        f"{run.run_id}|{opts.table}|{region}".encode()).hexdigest()[:32])
+    started = time.time()
+    try:
+        with raising_executor_errors():
+            staged = (view.frame.select(layout.ITEM).rdd
+                      .mapPartitionsWithIndex(lambda index, rows: [importer.stage_lines(
+                          (row[0] for row in rows), bucket, f"{prefix}/part-{index:05d}{importer.STAGED_SUFFIX}",
+                          region)])
+                      .collect())
+    except BaseException:
+        store.delete_tree(staging, region)
+        raise
+    items = sum(s["items"] for s in staged)
+    figures = {"staging": staging, "staged_items": items, "staged_bytes": sum(s["staged_bytes"] for s in staged),
+               "source_bytes": sum(s["source_bytes"] for s in staged), "stage_s": round(time.time() - started, 3)}
+    run.summary.update(figures)
+    log.info("restore %s: %d items staged at %s (%d bytes gzip, %d source), %.1fs", opts.table, items, staging,
+             figures["staged_bytes"], figures["source_bytes"], figures["stage_s"])
+    imported_at = time.time()
+    try:
+        arn = importer.start(params, region)["ImportArn"]
+    except BaseException:
+        store.delete_tree(staging, region)
+        raise
+    run.summary["import_arn"] = arn
+    try:
+        final = importer.wait(arn, region, timeout_s=opts.import_timeout_s, poll_s=opts.import_poll_s)
+    except TimeoutError as exc:
+        raise TableError(f"ImportTable {arn} of table {opts.table} is still running after "
+                         f"{opts.import_timeout_s / 60:.0f} minutes; it was left to finish and its files kept at "
+                         f"{staging}: when DescribeImport says COMPLETED run verify_replica, if it FAILED delete table "
+                         f"{opts.table}; or raise --import-timeout-minutes") from exc
+    status = final.get("ImportStatus")
+    imported = final.get("ImportedItemCount")
+    errors = final.get("ErrorCount") or 0
+    run.summary.update(import_status=status, imported_items=imported, import_errors=errors,
+                       import_s=round(time.time() - imported_at, 3))
+    if status != "COMPLETED" or errors or imported != items:
+        deleted = importer.discard(opts.table, region, final.get("TableArn"))
+        store.delete_tree(staging, region)
+        cause = ": ".join(str(x) for x in (final.get("FailureCode"), final.get("FailureMessage")) if x) \
+            or "no cause given"
+        left = "the table it made was deleted" if deleted else "no table was left behind"
+        raise TableError(f"ImportTable {arn} of table {opts.table} ended {status} ({cause}; {imported} of {items} "
+                         f"items imported, {errors} errors): {left} and the staging files removed; check that "
+                         f"DynamoDB may read {staging}, or rerun with --method batch-write")
+    tables.wait_active(opts.table, region)
+    notes.extend(importer.apply_after(opts.table, region, after))
+    store.delete_tree(staging, region)
+    elapsed = time.time() - started
+    run.summary.update({
+        "items": items, "items_written": items, "items_skipped_resumed": 0, "table_created": True,
+        "consumed_wcu": 0.0, "load_s": round(elapsed, 3), "items_per_s": round(items / elapsed, 1) if elapsed else None,
+        "mode": "import",
+    })
+    log.info("restore %s imported: %d items by %s, %.1fs", opts.table, items, arn, elapsed)
+    return _finish(meta, opts, notes, run)
 
 
 def _finish(meta: Dict[str, Any], opts: RestoreOptions, notes: List[str], run) -> Dict[str, Any]:

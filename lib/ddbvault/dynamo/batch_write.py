@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ddbvault import aws
-from ddbvault.dynamo import retry
+from ddbvault import aws, codec
+from ddbvault.dynamo import retry, wire
 from ddbvault.dynamo.pacing import RateLimiter
 from ddbvault.errors import TableError, UnprocessedItemsError
 
@@ -54,12 +54,13 @@ class WriteStats:
 @dataclass
 class _Record:
     key: Key
-    item: Dict[str, Any]   # the item to put, or the key to delete
+    item: Any   # the item to put, or the key to delete: a low-level dict, or a wire.WireItem (its text)
     size: int
     delete: bool = False
 
     def request(self) -> Dict[str, Any]:
-        return {"DeleteRequest": {"Key": self.item}} if self.delete else {"PutRequest": {"Item": self.item}}
+        item = codec.decode_item(self.item.text) if isinstance(self.item, wire.WireItem) else self.item
+        return {"DeleteRequest": {"Key": item}} if self.delete else {"PutRequest": {"Item": item}}
 
 
 def item_wcu(size: int) -> int:
@@ -68,7 +69,10 @@ def item_wcu(size: int) -> int:
 
 
 def key_of(item: Dict[str, Any], key_names: Sequence[str], table: str) -> Key:
-    """The item's primary key as a hashable tuple; numbers compare by value ("1.5" is "1.50")."""
+    """The item's primary key as a hashable tuple; numbers compare by value ("1.5" is "1.50"). A
+    ``wire.WireItem`` carries its key already."""
+    if isinstance(item, wire.WireItem):
+        return item.key
     parts: List[Hashable] = []
     for name in key_names:
         value = item.get(name)
@@ -104,7 +108,8 @@ def batches(records: Iterable[tuple], key_names: Sequence[str], table: str, *,
     least one item), so a small budget gets small, evenly spaced calls instead of 25-item bursts.
 
     A record is ``(item, size)`` for a put, or ``(key, size, True)`` for a delete of that key (``size`` then
-    estimates the deleted item's size, which is what the delete costs).
+    estimates the deleted item's size, which is what the delete costs). ``item`` may be a ``wire.WireItem`` (the
+    item's or key's text, sent as it is; its ``delete`` says which).
 
     A key already in the current batch closes it and starts the next one, so the later put lands after
     the earlier one (later wins) and DynamoDB never sees duplicate keys in a call (it rejects the whole call).
@@ -116,7 +121,8 @@ def batches(records: Iterable[tuple], key_names: Sequence[str], table: str, *,
     cap = call_units() if call_units is not None else None
     for entry in records:
         item, item_size = entry[0], entry[1]
-        record = _Record(key_of(item, key_names, table), item, int(item_size), len(entry) > 2 and bool(entry[2]))
+        delete = (len(entry) > 2 and bool(entry[2])) or (isinstance(item, wire.WireItem) and item.delete)
+        record = _Record(key_of(item, key_names, table), item, int(item_size), delete)
         cost = item_wcu(record.size) * wcu_multiplier
         if current and (record.key in keys or len(current) >= MAX_BATCH_ITEMS
                         or size + record.size > MAX_BATCH_BYTES or (cap is not None and units + cost > cap)):
@@ -143,7 +149,7 @@ class _Writer:
                  cancel: Optional[threading.Event] = None) -> None:
         self.table = table
         self.key_names = key_names
-        self.client = aws.client("dynamodb", region, data_plane=True)
+        self.client = aws.client("dynamodb", region, data_plane=True, events=wire.EVENTS)
         self.limiter = limiter
         self.policy = policy
         self.multiplier = wcu_multiplier
@@ -211,8 +217,13 @@ class _Writer:
             pending = left
 
     def _call(self, pending: List[_Record]) -> Tuple[int, Dict[str, Any]]:
-        """One BatchWriteItem through ``retry.call``; returns (attempts made, response)."""
-        request = {self.table: [r.request() for r in pending]}
+        """One BatchWriteItem through ``retry.call``; returns (attempts made, response). A batch of wire items
+        only is sent as their text (``wire``); any other through botocore's serialiser."""
+        request: Any
+        if all(isinstance(r.item, wire.WireItem) for r in pending):
+            request = wire.WireBody(self.table, wire.request_body(self.table, [r.item for r in pending]))
+        else:
+            request = {self.table: [r.request() for r in pending]}
         calls = [0]
 
         def put_batch() -> Dict[str, Any]:
