@@ -33,7 +33,7 @@ import pytest
 from jobs_helpers import create_table, every_type, name, put_items, scan_all, texts
 
 from ddbvault.changes import native_export as ne
-from ddbvault.errors import ExportError
+from ddbvault.errors import ExportError, TableError
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.merge import MergeOptions, merge_increments
 from ddbvault.runner import Run
@@ -326,6 +326,35 @@ def test_a_merge_after_from_export_brings_the_vault_to_the_table(spark, src, tmp
     merge_increments(MergeOptions(table=table, vault=vault, region=REGION_A), Run(job="merge_increments"), spark)
 
     assert sorted(r[2] for r in rows(spark, vault)) == texts(scan_all(client, table))
+
+
+def test_from_export_of_a_table_that_cannot_be_described_uses_the_vaults_capture(spark, src, tmp_path):
+    client, made, s3, export_bucket = src
+    keys, make_item = SHAPES["s_hash_b_range"]
+    table, description = _fill(client, made, keys, make_item, count=8)
+    table_items = scan_all(client, table)
+    vault = str(tmp_path / "vault")
+    first = full_export_of(s3, export_bucket, description["TableArn"], table_items)
+    export_table(ExportOptions(table=table, vault=vault, region=REGION_A, from_export=first), Run(job="export_table"),
+                 spark)
+    client.delete_table(TableName=table)  # the table's region is lost; its last export is not
+    made.remove(table)
+    later = [dict(item, n={"N": "42"}) for item in table_items[1:]]
+    second = full_export_of(s3, export_bucket, description["TableArn"], later)
+
+    run = Run(job="export_table")
+    summary = export_table(ExportOptions(table=table, vault=vault, region=REGION_A, from_export=second), run, spark)
+    assert (summary["vault_version"], summary["items"]) == (1, len(later))
+    assert summary["table_description"].startswith("the vault's capture of ")
+    assert sorted(r[2] for r in rows(spark, vault)) == texts(later)
+    # A vault that does not protect the table yet cannot lend a description: refused, nothing written.
+    empty = str(tmp_path / "empty")
+    with pytest.raises(TableError, match=rf"table {table} does not exist in region {REGION_A}: check --table and "
+                                         rf"--region \(an export is ingested with the table's description from "
+                                         rf"DescribeTable, or from the vault's last capture"):
+        export_table(ExportOptions(table=table, vault=empty, region=REGION_A, from_export=second),
+                     Run(job="export_table"), spark)
+    assert not os.path.exists(empty)
 
 
 def _bad_exports(s3, bucket, table_arn, table_items):

@@ -107,15 +107,19 @@ def stage_files(plan: FilePlan, staged_at: str, vault_region: Optional[str],
         sender.close()
 
 
-def _table_meta(opts, vault_region: Optional[str]) -> Dict[str, Any]:
-    """The table's capture from DescribeTable & co; when its region cannot be reached, the vault's last one."""
+def _table_meta(opts, run, vault_region: Optional[str]) -> Dict[str, Any]:
+    """The table's capture from DescribeTable & co; when the table cannot be described (its region is down, or it
+    is gone) and the vault already protects it, the vault's last capture."""
     try:
-        return tables.capture(opts.table, opts.region)
+        meta = tables.capture(opts.table, opts.region)
+        run.summary["table_description"] = "DescribeTable"
+        return meta
     except TableError as exc:
         kept = store.read_json(layout.join(opts.vault, layout.META_DIR, "table.json"), vault_region)
         if opts.from_export and kept and kept.get("table_name") == opts.table:
             log.warning("%s; using the table description the vault captured at %s (keys, indexes, TTL and tags as "
                         "they were then)", exc, kept.get("captured_at"))
+            run.summary["table_description"] = f"the vault's capture of {kept.get('captured_at')}"
             return kept
         raise TableError(f"{exc} (an export is ingested with the table's description from DescribeTable, or from "
                          f"the vault's last capture when the vault already protects the table)") from exc
@@ -166,7 +170,7 @@ def ingest(opts, run, spark=None) -> Dict[str, Any]:
     from ddbvault import export as scan_export
     from ddbvault.session import build_session, set_vault_region
 
-    meta = _table_meta(opts, opts.vault_region)
+    meta = _table_meta(opts, run, opts.vault_region)
     description = meta["table"]
     key_hash, key_range = key_types(meta)
     folder = opts.from_export or _start(opts, meta, run)
