@@ -92,6 +92,12 @@ def _folder(uri: str) -> str:
     return f"s3://{bucket}/{key}/"
 
 
+def export_folder_uri(uri: str) -> str:
+    """``uri`` checked and normalised as an export's folder (``s3://bucket/prefix/AWSDynamoDB/<id>/``), without
+    reading it; ExportError when it cannot be one."""
+    return _folder(uri)
+
+
 def parse_time(text: Any, field: str = "time") -> Optional[datetime]:
     """An aware UTC datetime from a manifest's ISO-8601 text (``2020-11-04T07:28:34.028Z``); None for null."""
     if text is None or text == "":
