@@ -28,6 +28,7 @@ import hashlib
 import json
 import random
 import shutil
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List
@@ -346,4 +347,34 @@ def test_a_vault_following_the_stream_refuses_files_until_a_new_export(spark, dd
         merge_files(spark, table, vault, f"s3://{bucket}/sw-{table}", "lambda")
     export(spark, table, vault)
     merge_files(spark, table, vault, f"s3://{bucket}/sw-{table}", "lambda")
+    assert_same(vault_item_texts(spark, vault), texts(scan_all(client, table)))
+
+
+def test_start_export_asks_for_the_window_the_vault_lacks_then_merges_it(spark, ddb, tmp_path, landing, monkeypatch):
+    """moto writes every export as a full one, so DynamoDB's side is played here: the request is checked and the
+    export it would write (the documented incremental layout) is landed by the test."""
+    from ddbvault import merge_files as sources
+
+    bucket, s3 = landing
+    client, table, records, (vault,) = prepared(spark, ddb, tmp_path, "src-start", keys=[("pk", "S"), ("sk", "N")],
+                                                k=s_n_key, copies=1)
+    arn = client.describe_table(TableName=table)["Table"]["TableArn"]
+    scan_started = datetime.fromisoformat(items.newest_state(spark, vault)["export"]["scan_started"])
+    asked = []
+
+    def start_export(table_arn, to_bucket, prefix, region, *, incremental):
+        asked.append((table_arn, to_bucket, prefix, region, incremental))
+        begin, end = (int((t - EPOCH).total_seconds() * 1_000_000) for t in incremental)
+        land_incremental(records, to_bucket, prefix, s3, table_arn, start=begin, end=end)
+        return f"{table_arn}/export/started"
+
+    monkeypatch.setattr(sources, "INCREMENTAL_MIN", timedelta(0))
+    monkeypatch.setattr(sources.native_export, "start_export", start_export)
+    monkeypatch.setattr(sources.native_export, "wait_export", lambda export_arn, region, timeout_s: {})
+    time.sleep(1.1)  # the window ends at a whole second: past the last write
+    got = merge_files(spark, table, vault, f"s3://{bucket}/s-{table}", "incremental-export", start_export=True)
+    ((table_arn, to_bucket, prefix, region, (begin, end)),) = asked
+    assert (table_arn, to_bucket, prefix, region, begin) == (arn, bucket, f"s-{table}", REGION_A, scan_started)
+    assert end > datetime.fromtimestamp(records[-1]["micros"] / 1e6, tz=timezone.utc)
+    assert got["export_started"] == f"{arn}/export/started" and len(got["exports_applied"]) == 1
     assert_same(vault_item_texts(spark, vault), texts(scan_all(client, table)))
