@@ -259,6 +259,25 @@ def test_manifests_that_cannot_be_used_are_refused_with_one_line(s3, export_buck
         ne.read_manifest(f"s3://{export_bucket}/bad/", REGION_A)
 
 
+def test_staged_parts_are_resumed_only_by_the_same_source(tmp_path):
+    from ddbvault.vault import staging
+
+    vault, now = str(tmp_path / "vault"), datetime.now(timezone.utc)
+    fresh = {"run_id": "r1", "table_arn": "arn:t", "table_created": "c", "consistent_read": None, "stream_arn": None,
+             "total_segments": 3, "source": "arn:t/export/1", "scan_started": now.isoformat()}
+    assert staging.resume_or_start(vault, None, fresh, now) == fresh
+    marker = os.path.join(staging.root(vault), "seg-0000000-abc-2-7.done")
+    open(marker, "w").close()
+    # The same export again: its staged files are kept.
+    assert staging.resume_or_start(vault, None, dict(fresh, run_id="r2"), now) == fresh
+    assert os.path.exists(marker)
+    # Another export, or a scan (no source), of the same table: started afresh.
+    for other in (dict(fresh, run_id="r3", source="arn:t/export/2"), dict(fresh, run_id="r4", source=None)):
+        assert staging.resume_or_start(vault, None, other, now) == other
+        assert not os.path.exists(marker)
+        open(marker, "w").close()
+
+
 # --- --from-export ------------------------------------------------------------------------------------------------
 
 def _fill(client, made, keys, make_item, *, count=30, stream=None):
