@@ -19,7 +19,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from ddbvault import aws, cli, timeutil
 from ddbvault.changes import landed
+from ddbvault.errors import UsageError
 from ddbvault.merge import MergeOptions, merge_increments
+from ddbvault.merge_files import check_sources
 from ddbvault.runner import main_exit, run_job
 from ddbvault.vault import maintenance
 
@@ -59,7 +61,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="how long --start-export waits for the export (default 180)")
     cli.add_retries(parser)
     cli.add_run_id(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        check_sources(args.source, args.source_format, args.start_export, args.until)
+    except UsageError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def body(args: argparse.Namespace, run) -> None:

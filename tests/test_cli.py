@@ -40,6 +40,17 @@ CASES = [
     ("merge_increments", ["--retention-days", "0.5"],
      "argument --retention-days: 0.5 is out of range: must be at least 1"),
     ("merge_increments", ["--lock-wait", "-1"], "argument --lock-wait: -1 is out of range: must be at least 0"),
+    ("merge_increments", ["--format", "kinesis"], "--format and --start-export go with --source s3://bucket/prefix"),
+    ("merge_increments", ["--source", "s3://landing/orders"],
+     "--source needs --format, one of lambda, kinesis, incremental-export"),
+    ("merge_increments", ["--source", "/tmp/landing", "--format", "lambda"],
+     "--source '/tmp/landing' is not s3://bucket/prefix"),
+    ("merge_increments", ["--source", "s3://landing/o", "--format", "lambda", "--until", "2026-11-27T04:05:06Z"],
+     "--until is for the stream: a merge of landed files goes as far as they reach"),
+    ("merge_increments", ["--source", "s3://landing/o", "--format", "kinesis", "--start-export"],
+     "--start-export asks DynamoDB for an incremental export: it goes with --format incremental-export"),
+    ("merge_increments", ["--source", "s3://landing/o", "--format", "parquet"],
+     "argument --format: invalid choice: 'parquet' (choose from 'lambda', 'kinesis', 'incremental-export')"),
 ]
 
 

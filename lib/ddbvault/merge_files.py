@@ -24,7 +24,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
-from ddbvault import aws
 from ddbvault.changes import landed, native_export, records
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import ExportError, StreamGapError, UsageError, VaultError, raising_executor_errors
@@ -200,19 +199,22 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, *,
     return out
 
 
-def check_options(opts: MergeOptions) -> None:
-    """Refuse flags that do not go together before anything is read."""
-    if opts.source is None:
-        if opts.source_format or opts.start_export:
+def check_sources(source: Optional[str], fmt: Optional[str], start_export: bool, until: Optional[datetime]) -> None:
+    """Refuse source flags that do not go together, before anything is read (UsageError)."""
+    if source is None:
+        if fmt or start_export:
             raise UsageError("--format and --start-export go with --source s3://bucket/prefix")
         return
-    if not str(opts.source).startswith("s3://") or not str(opts.source)[5:].split("/")[0]:
-        raise UsageError(f"--source {opts.source!r} is not s3://bucket/prefix")
-    if opts.source_format not in landed.FORMATS:
+    if not source.startswith("s3://") or not source[len("s3://"):].split("/")[0]:
+        raise UsageError(f"--source {source!r} is not s3://bucket/prefix")
+    if fmt not in landed.FORMATS:
         raise UsageError(f"--source needs --format, one of {', '.join(landed.FORMATS)}")
-    if opts.until is not None:
-        raise UsageError("--until is for the stream: files merge as far as they reach")
-    if opts.start_export and opts.source_format != landed.INCREMENTAL:
+    if until is not None:
+        raise UsageError("--until is for the stream: a merge of landed files goes as far as they reach")
+    if start_export and fmt != landed.INCREMENTAL:
         raise UsageError("--start-export asks DynamoDB for an incremental export: it goes with "
                          "--format incremental-export")
-    aws.resolve_region(opts.region)
+
+
+def check_options(opts: MergeOptions) -> None:
+    check_sources(opts.source, opts.source_format, opts.start_export, opts.until)
