@@ -46,12 +46,14 @@ def _pending_files(opts: MergeOptions, ledger: Dict[str, Any], listed_at: dateti
                    ) -> Tuple[List[landed.Landed], Dict[str, Any]]:
     """(files to read, the ledger once they are applied) for lambda and kinesis."""
     files = landed.list_landed(str(opts.source), opts.vault_region)
-    watermark = ledger.get("landed_before")
+    mark = ledger.get("landed_before")
+    watermark = datetime.fromisoformat(mark) if mark else None
     recent: Dict[str, str] = dict(ledger.get("recent") or {})
-    pending = [f for f in files if (watermark is None or f.landed_at >= watermark) and recent.get(f.uri) != f.etag]
-    new_mark = (listed_at - LANDING_MARGIN).isoformat()
-    keep = {f.uri: f.etag for f in files if f.landed_at >= new_mark}
-    return pending, {"landed_before": new_mark, "recent": keep}
+    pending = [f for f in files if (watermark is None or datetime.fromisoformat(f.landed_at) >= watermark)
+               and recent.get(f.uri) != f.etag]
+    new_mark = listed_at - LANDING_MARGIN
+    keep = {f.uri: f.etag for f in files if datetime.fromisoformat(f.landed_at) >= new_mark}
+    return pending, {"landed_before": new_mark.isoformat(), "recent": keep}
 
 
 def _pending_exports(opts: MergeOptions, ledger: Dict[str, Any], table_name: str, since: datetime
