@@ -13,7 +13,7 @@ JARS := .jars/spark-$(SPARK)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup jars test smoke lint demo bench bench-node package clean
+.PHONY: help setup jars test smoke lint lint-deploy emr-node demo bench bench-node package clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -42,12 +42,26 @@ smoke: setup ## the cross-version smoke tests only (use with SPARK=4.0)
 # A real Python 3.9 if this machine has one (pyenv's shim may exist without a usable 3.9 behind it).
 PY39 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python) $(shell python3.9 -c 'import sys; print(sys.executable)' 2>/dev/null))
 
-lint: setup ## ruff targeting Python 3.9 (EMR 7's interpreter), and a real 3.9 compile of lib/ and jobs/ if one is here
-	$(VENV)/bin/ruff check lib jobs tests bench demo standins
+lint: setup lint-deploy ## ruff targeting Python 3.9 (EMR 7's interpreter), a real 3.9 compile of lib/ and jobs/ if one is here; the deployment's checks
+	$(VENV)/bin/ruff check lib jobs tests bench demo standins emr
 	@if [ -n "$(PY39)" ]; then $(PY39) -c "import pathlib, sys; [compile(p.read_text(encoding='utf-8'), str(p), 'exec') for d in ('lib', 'jobs') for p in pathlib.Path(d).rglob('*.py')]; print('Python', sys.version.split()[0], 'compiles lib/ and jobs/')"; fi
 
 demo: setup ## the whole DR cycle on loopback: export, outage, restore, verify
 	$(PY) demo/run_demo.py
+
+# The deployment: generated files up to date, the CloudFormation template through cfn-lint, every state machine
+# through asl-validator (npm, pinned in emr/package.json).
+lint-deploy: setup emr-node
+	$(PYTHON) emr/build_stepfunctions.py --check
+	$(PYTHON) emr/build_stack.py --check
+	$(VENV)/bin/cfn-lint emr/ddbvault.json
+	emr/node_modules/.bin/asl-validator --silent $(foreach f,$(wildcard emr/stepfunctions/*.asl.json),--json-path $(f))
+
+emr-node: emr/node_modules/.installed
+
+emr/node_modules/.installed: emr/package.json
+	cd emr && npm install --no-audit --no-fund --silent
+	touch $@
 
 bench-node: bench/node_modules/.installed
 
@@ -55,21 +69,29 @@ bench/node_modules/.installed: bench/package.json
 	cd bench && npm install --no-audit --no-fund --silent
 	touch $@
 
-bench: setup bench-node ## benchmarks against dynamodump and raw boto3 on dynalite (prints figures)
-	$(PY) bench/run_all.py
+BENCH_ITEMS ?= 100000
+BENCH_ARGS ?=
+
+bench: setup bench-node ## every contender's wall and CPU per item on dynalite and the wire-speed stand-in (BENCH_ITEMS=, BENCH_ARGS=)
+	$(PY) bench/run_all.py --items $(BENCH_ITEMS) $(BENCH_ARGS)
 
 # The artifacts' version: setup.py's, then the commit (and -dirty for uncommitted changes), so an upload never
 # replaces another build's files under the same prefix. `make package VERSION=...` overrides it.
 DIST ?= dist
 VERSION ?= $(shell sed -n 's/^ *version="\([^"]*\)".*/\1/p' setup.py)-$(shell git describe --always --dirty 2>/dev/null || echo nogit)
 
-package: ## dist/<version>/ (DIST=, VERSION= to change): ddbvault.zip (--py-files), jobs/ and the EMR bootstrap (needs only python3, no Spark)
+# pydeps.tar.gz (EMR Serverless's boto3) comes from the venv's site-packages when there is one.
+DEPS_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+package: ## dist/<version>/ (DIST=, VERSION= to change): ddbvault.zip (--py-files), jobs/, the EMR bootstrap, lambda.zip, pydeps.tar.gz (no Spark needed)
 	rm -rf $(DIST)/$(VERSION) && mkdir -p $(DIST)/$(VERSION)/jobs $(DIST)/$(VERSION)/.lib
 	cp -R lib/ddbvault $(DIST)/$(VERSION)/.lib/ && find $(DIST)/$(VERSION)/.lib -name __pycache__ -prune -exec rm -rf {} +
 	cd $(DIST)/$(VERSION)/.lib && $(PYTHON) -m zipfile -c ../ddbvault.zip ddbvault
 	rm -rf $(DIST)/$(VERSION)/.lib
 	cp jobs/*.py $(DIST)/$(VERSION)/jobs/ && cp emr/bootstrap.sh $(DIST)/$(VERSION)/
-	@echo "$(DIST)/$(VERSION)/ is ready: aws s3 cp --recursive $(DIST)/$(VERSION)/ s3://YOUR-BUCKET/ddbvault/$(VERSION)/ and give the state machines \"artifacts\": \"s3://YOUR-BUCKET/ddbvault/$(VERSION)\""
+	cp $(DIST)/$(VERSION)/ddbvault.zip $(DIST)/$(VERSION)/lambda.zip
+	$(DEPS_PYTHON) emr/package_deps.py $(DIST)/$(VERSION)/pydeps.tar.gz
+	@echo "$(DIST)/$(VERSION)/ is ready: aws s3 cp --recursive $(DIST)/$(VERSION)/ s3://ARTIFACTS-BUCKET/artifacts/$(VERSION)/ (the stack's ArtifactsVersion=$(VERSION)), or give the state machines \"artifacts\": \"s3://ARTIFACTS-BUCKET/artifacts/$(VERSION)\""
 
 clean: ## remove venvs, jars and build output
-	rm -rf .venv .venv-spark* .jars build/target .demo bench/.out dist
+	rm -rf .venv .venv-spark* .jars build/target .demo bench/.out dist emr/node_modules

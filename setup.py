@@ -26,8 +26,10 @@ setup(
     extras_require={
         "spark": SPARK_PAIRS["3.5"],
         "spark40": SPARK_PAIRS["4.0"],
-        # deltalake: the tests prove that delta-rs reads the vault's tables, as users' readers do.
-        "test": ["pytest>=8", "hypothesis>=6.100", "moto[server]==5.2.5", "ruff==0.17.6", "deltalake[pyarrow]==1.6.6"],
+        # deltalake: the tests prove that delta-rs reads the vault's tables, as users' readers do. cfn-lint: `make lint`
+        # checks emr/ddbvault.json (and npm's asl-validator, emr/package.json, the state machines).
+        "test": ["pytest>=8", "hypothesis>=6.100", "moto[server]==5.2.5", "ruff==0.17.6", "deltalake[pyarrow]==1.6.6",
+                 "cfn-lint==1.58.0"],
         # matplotlib: bench/bench_budget.py draws each job's units per second against its budget (a PNG).
         "bench": ["dynamodump==1.11.1", "matplotlib>=3.7"],
     },

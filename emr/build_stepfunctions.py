@@ -35,6 +35,9 @@ SPARK_DEFAULTS = {
     "spark.yarn.maxAppAttempts": "1",
     # A speculative copy of a scan or load task spends the budget twice on the same segment.
     "spark.speculation": "false",
+    # S3A's default (delete) removes every parent "directory marker" after each file it writes: DeleteObjects on keys
+    # above the vault's prefix, which the job's role does not (and should not) grant. tests/test_iam.py runs so too.
+    "spark.hadoop.fs.s3a.directory.marker.retention": "keep",
 }
 CONFIGURATIONS = [
     {"Classification": "delta-defaults", "Properties": {"delta.enabled": "true"}},
@@ -45,18 +48,25 @@ CONFIGURATIONS = [
 REQUIRED = [
     ("table", "the DynamoDB table's name"),
     ("region", "the table's region"),
-    ("vault", "the vault's URI, s3://bucket/prefix without a trailing slash"),
+    ("vaultBucket", "the vault's S3 bucket"),
+    ("vaultPrefix", "the vault's key prefix in that bucket, without a leading or trailing slash"),
     ("vaultRegion", "the vault bucket's region"),
     ("artifacts", "the S3 folder holding what `make package` built, s3://bucket/ddbvault/<version> without a "
                   "trailing slash"),
-    ("logUri", "the S3 folder for the cluster's logs, s3://..."),
+    ("logUri", "the S3 folder for the jobs' logs, s3://..."),
+]
+# EMR on EC2 only.
+CLUSTER_REQUIRED = [
     ("subnetId", "the cluster's subnet"),
     ("release", "the EMR release label, for example emr-7.12.0"),
 ]
+# EMR Serverless only (plus each step's `<step>RoleArn`, the job's own role).
+SERVERLESS_REQUIRED = [("applicationId", "the EMR Serverless application's id")]
 # Shapes a string must have (StringMatches, `*` any run of characters), so a typo fails before a cluster starts
 # rather than in its first step: S3 folders without a trailing slash (the machines add "/...").
 SHAPES = {
-    "vault": (["s3://*/*", "s3a://*/*"], ["*/"]),
+    "vaultBucket": (["*"], ["*/*", "s3:*"]),
+    "vaultPrefix": (["*"], ["/*", "*/"]),
     "artifacts": (["s3://*/*"], ["*/"]),
     "logUri": (["s3://*"], []),
 }
@@ -65,6 +75,9 @@ SHAPES = {
 DEFAULTS = {"idleTimeoutSeconds": HOUR, "coreInstanceCount": 2}
 LOCK_DEFAULTS = {"lockWaitSeconds": 600}
 # What EMR (IdleTimeout: 60 s to 7 days) and the jobs accept, checked before the cluster too.
+# Strings with a default (EMR on EC2): the cluster's EMR service role and its EC2 instance profile (the job's role:
+# the stack passes the job's own instance profile).
+STRING_DEFAULTS = {"serviceRole": "EMR_DefaultRole", "instanceProfile": "EMR_EC2_DefaultRole"}
 RANGES = {"idleTimeoutSeconds": (60, 7 * 24 * HOUR), "coreInstanceCount": (1, 256), "lockWaitSeconds": (0, 24 * HOUR)}
 
 
@@ -108,17 +121,36 @@ MACHINES = {
 }
 
 TERMINATE = "arn:aws:states:::elasticmapreduce:terminateCluster.sync"
+GET_OBJECT = "arn:aws:states:::aws-sdk:s3:getObject"
+# EMR Serverless: Delta's jars are in the image (EMR 7: delta-spark.jar and delta-storage.jar), the package's
+# archive holds boto3 and botocore at the bootstrap's pins, unpacked beside the driver and every executor.
+EMR_DELTA_LIB = "/usr/share/aws/delta/lib"
+SERVERLESS_DELTA_JARS = ("delta-spark.jar", "delta-storage.jar")
+DEPS_ARCHIVE = "pydeps.tar.gz"
+DEPS_DIR = "pydeps"
 
 
 def _not_present(path: str) -> Dict[str, Any]:
     return {"Not": {"Variable": path, "IsPresent": True}}
 
 
-def defaults(steps: List[Step]) -> Dict[str, Any]:
-    return {**DEFAULTS, **(LOCK_DEFAULTS if any(s.lock_wait for s in steps) else {})}
+def defaults(steps: List[Step], serverless: bool = False) -> Dict[str, Any]:
+    """Numeric defaults (range-checked)."""
+    return {**({} if serverless else DEFAULTS), **(LOCK_DEFAULTS if any(s.lock_wait for s in steps) else {})}
 
 
-def validate(steps: List[Step]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def required(steps: List[Step], serverless: bool) -> List[Tuple[str, str]]:
+    if not serverless:
+        return REQUIRED + CLUSTER_REQUIRED
+    roles = [(role_field(s), f"the {s.script[:-3]} job's IAM role ARN (the stack's {s.name}Role)") for s in steps]
+    return REQUIRED + SERVERLESS_REQUIRED + roles
+
+
+def role_field(step: Step) -> str:
+    return f"{step.name.lower()}RoleArn"
+
+
+def validate(steps: List[Step], serverless: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The Choice that checks the input, and its Fail states. Present is tested first, in a rule of its own: a
     type test on a missing field would itself raise States.Runtime."""
     choices: List[Dict[str, Any]] = []
@@ -131,7 +163,7 @@ def validate(steps: List[Step]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
                                 f"{wanted}. No cluster was created."}
         return name
 
-    for field, what in REQUIRED:
+    for field, what in required(steps, serverless):
         name = bad(field, "a string of that form" if field in SHAPES else "a string", what)
         choices.append({**_not_present(f"$.{field}"), "Next": name})
         choices.append({"Not": {"Variable": f"$.{field}", "IsString": True}, "Next": name})
@@ -140,7 +172,10 @@ def validate(steps: List[Step]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
             rules = [{"Variable": f"$.{field}", "StringMatches": g} for g in good]
             choices.append({"Not": rules[0] if len(rules) == 1 else {"Or": rules}, "Next": name})
             choices.extend({"Variable": f"$.{field}", "StringMatches": r, "Next": name} for r in refused)
-    for field, value in defaults(steps).items():
+    for field, value in ({} if serverless else STRING_DEFAULTS).items():
+        name = bad(field, "a string", f"optional, default {value}", optional=True)
+        choices.append({"Not": {"Variable": f"$.{field}", "IsString": True}, "Next": name})
+    for field, value in defaults(steps, serverless).items():
         low, high = RANGES[field]
         name = bad(field, f"a number from {low} to {high}", f"optional, default {value}", optional=True)
         choices.append({"Not": {"Variable": f"$.{field}", "IsNumeric": True}, "Next": name})
@@ -160,8 +195,8 @@ def create_cluster(kind: str, first: str) -> Dict[str, Any]:
             "ReleaseLabel.$": "$.release",
             "Applications": [{"Name": "Spark"}],
             "LogUri.$": "$.logUri",
-            "ServiceRole": "EMR_DefaultRole",
-            "JobFlowRole": "EMR_EC2_DefaultRole",
+            "ServiceRole.$": "$.serviceRole",
+            "JobFlowRole.$": "$.instanceProfile",
             "VisibleToAllUsers": True,
             "Configurations": CONFIGURATIONS,
             "BootstrapActions": [{"Name": "boto3", "ScriptBootstrapAction": {
@@ -193,16 +228,21 @@ def run_id(step: Step) -> str:
     return f"States.Format('{{}}{step.run_suffix}', $$.Execution.Name)"
 
 
-def add_step(step: Step, next_state: str) -> Dict[str, Any]:
-    args = ["'spark-submit'", "'--deploy-mode'", "'cluster'", "'--py-files'",
-            "States.Format('{}/ddbvault.zip', $.artifacts)", f"States.Format('{{}}/jobs/{step.script}', $.artifacts)",
-            "'--table'", "$.table", "'--region'", "$.region", "'--vault'", "$.vault",
-            "'--vault-region'", "$.vaultRegion", "'--run-id'", run_id(step)]
+def job_args(step: Step) -> List[str]:
+    """The job's own arguments (intrinsic-function arguments, all strings)."""
+    args = ["'--table'", "$.table", "'--region'", "$.region", "'--vault'", "$.location.vault",
+            "'--vault-region'", "$.vaultRegion", "'--run-id'", run_id(step), "'--metrics'"]
     if step.budget:
         args += [f"{step.budget_path}.flag", f"{step.budget_path}.value"]
     if step.lock_wait:
         args += ["'--lock-wait'", "States.Format('{}', $.lockWaitSeconds)"]
-    args += [f"'{flag}'" for flag in step.extra]
+    return args + [f"'{flag}'" for flag in step.extra]
+
+
+def add_step(step: Step, next_state: str) -> Dict[str, Any]:
+    args = ["'spark-submit'", "'--deploy-mode'", "'cluster'", "'--py-files'",
+            "States.Format('{}/ddbvault.zip', $.artifacts)", f"States.Format('{{}}/jobs/{step.script}', $.artifacts)",
+            *job_args(step)]
     return {
         "Type": "Task",
         "Resource": "arn:aws:states:::elasticmapreduce:addStep.sync",
@@ -217,6 +257,62 @@ def add_step(step: Step, next_state: str) -> Dict[str, Any]:
         "TimeoutSeconds": step.timeout_s,
         "ResultPath": f"$.step{step.name}",
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"TerminateAfter{step.name}Failed"}],
+        "Next": next_state,
+    }
+
+
+def serverless_submit_parameters() -> str:
+    """spark-submit flags for EMR Serverless: Delta from the image's jars, the same Spark settings as the clusters
+    (less YARN's), and boto3 from the package's archive (the image's is older than ddbvault's floor)."""
+    conf = {"spark.jars": ",".join(f"{EMR_DELTA_LIB}/{jar}" for jar in SERVERLESS_DELTA_JARS)}
+    conf.update({k: v for k, v in SPARK_DEFAULTS.items() if not k.startswith("spark.yarn.")})
+    return " ".join(f"--conf {k}={v}" for k, v in conf.items())
+
+
+def start_job_run(step: Step, next_state: str) -> Dict[str, Any]:
+    archive = f"{{}}/{DEPS_ARCHIVE}#{DEPS_DIR}"
+    submit = (f"--conf spark.submit.pyFiles={{}}/ddbvault.zip --conf spark.archives={archive} "
+              f"--conf spark.emr-serverless.driverEnv.PYTHONPATH=./{DEPS_DIR} "
+              f"--conf spark.executorEnv.PYTHONPATH=./{DEPS_DIR} {serverless_submit_parameters()}")
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::emr-serverless:startJobRun.sync",
+        "Parameters": {
+            "ApplicationId.$": "$.applicationId",
+            "ExecutionRoleArn.$": f"$.{role_field(step)}",
+            "Name.$": f"States.Format('{step.name.lower()} {{}}', $.table)",
+            "ClientToken.$": "States.UUID()",
+            "ExecutionTimeoutMinutes": step.timeout_s // 60,
+            "JobDriver": {"SparkSubmit": {
+                "EntryPoint.$": f"States.Format('{{}}/jobs/{step.script}', $.artifacts)",
+                "EntryPointArguments.$": f"States.Array({', '.join(job_args(step))})",
+                "SparkSubmitParameters.$": f"States.Format('{submit}', $.artifacts, $.artifacts)"}},
+            "ConfigurationOverrides": {"MonitoringConfiguration": {"S3MonitoringConfiguration": {
+                "LogUri.$": "$.logUri"}}},
+        },
+        "TimeoutSeconds": step.timeout_s + 600,
+        "ResultSelector": {"JobRunId.$": "$.JobRunId"},
+        "ResultPath": f"$.step{step.name}",
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"{step.name}Failed"}],
+        "Next": next_state,
+    }
+
+
+def record_key(step: Step) -> str:
+    return f"States.Format('{{}}/_ddbvault/runs/{{}}{step.run_suffix}.json', $.vaultPrefix, $$.Execution.Name)"
+
+
+def read_run(step: Step, next_state: str) -> Dict[str, Any]:
+    """The job's run record read back into the execution (`$.run<Step>.summary`). Unreadable, the execution goes
+    on (the job itself succeeded): `$.run<Step>` then holds the read's Error and Cause instead."""
+    return {
+        "Type": "Task",
+        "Resource": GET_OBJECT,
+        "Parameters": {"Bucket.$": "$.vaultBucket", "Key.$": record_key(step)},
+        "ResultSelector": {"summary.$": "States.StringToJson($.Body)"},
+        "ResultPath": f"$.run{step.name}",
+        "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2}],
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": f"$.run{step.name}", "Next": next_state}],
         "Next": next_state,
     }
 
@@ -252,48 +348,66 @@ def budget_states(step: Step, next_state: str) -> Dict[str, Any]:
     }
 
 
-def machine(kind: str) -> Dict[str, Any]:
+def machine(kind: str, serverless: bool = False) -> Dict[str, Any]:
     what, error, cause, steps = MACHINES[kind]
-    optional = list(defaults(steps)) + sorted({s.budget[0] for s in steps if s.budget})
+    numbers = defaults(steps, serverless)
+    strings = {} if serverless else STRING_DEFAULTS
+    optional = list(numbers) + list(strings) + sorted({s.budget[0] for s in steps if s.budget})
     states: Dict[str, Any] = {
         "Defaults": {"Type": "Pass", "Next": "ApplyDefaults",
-                     "Parameters": {"defaults": defaults(steps), "input.$": "$"}},
+                     "Parameters": {"defaults": {**numbers, **strings}, "input.$": "$"}},
         # The input's own values win (the last argument of States.JsonMerge).
         "ApplyDefaults": {"Type": "Pass", "Next": "Validate", "OutputPath": "$.merged",
                           "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.input, false)"}},
     }
-    check, fails = validate(steps)
+    check, fails = validate(steps, serverless)
     budgeted = [s for s in steps if s.budget]
-    after_checks = [f"Budget{s.name}" for s in budgeted] + ["CreateCluster"]
-    states["Validate"] = {**check, "Default": after_checks[0]}
+    first = steps[0].name if serverless else "CreateCluster"
+    after_checks = [f"Budget{s.name}" for s in budgeted] + [first]
+    states["Validate"] = {**check, "Default": "Locate"}
+    # The vault's URI, as the jobs take it, from its bucket and prefix (which the run records are read back by).
+    states["Locate"] = {"Type": "Pass", "ResultPath": "$.location", "Next": after_checks[0], "Parameters": {
+        "vault.$": "States.Format('s3://{}/{}', $.vaultBucket, $.vaultPrefix)"}}
     for i, step in enumerate(budgeted):
         states.update(budget_states(step, after_checks[i + 1]))
-    states["CreateCluster"] = create_cluster(kind, steps[0].name)
+    end = "Done" if serverless else "Terminate"
+    if not serverless:
+        states["CreateCluster"] = create_cluster(kind, steps[0].name)
     for i, step in enumerate(steps):
-        states[step.name] = add_step(step, steps[i + 1].name if i + 1 < len(steps) else "Terminate")
-    states["Terminate"] = terminate("Done")
-    records = [f"States.Format('{{}}/_ddbvault/runs/{{}}{s.run_suffix}.json', $.vault, $$.Execution.Name)"
+        after = steps[i + 1].name if i + 1 < len(steps) else end
+        states[step.name] = (start_job_run if serverless else add_step)(step, f"Read{step.name}Run")
+        states[f"Read{step.name}Run"] = read_run(step, after)
+    records = [f"States.Format('{{}}/_ddbvault/runs/{{}}{s.run_suffix}.json', $.location.vault, $$.Execution.Name)"
                for s in steps]
-    states["Done"] = {"Type": "Pass", "End": True, "Parameters": {
-        "table.$": "$.table", "vault.$": "$.vault", "clusterId.$": "$.cluster.ClusterId",
-        "runRecords.$": f"States.Array({', '.join(records)})"}}
+    done = {"table.$": "$.table", "vault.$": "$.location.vault",
+            "runRecords.$": f"States.Array({', '.join(records)})",
+            "runs.$": f"States.Array({', '.join(f'$.run{s.name}' for s in steps)})"}
+    if not serverless:
+        done["clusterId.$"] = "$.cluster.ClusterId"
+        states["Terminate"] = terminate("Done")
+    states["Done"] = {"Type": "Pass", "End": True, "Parameters": done}
     for step in steps:
-        states[f"TerminateAfter{step.name}Failed"] = terminate(f"{step.name}Failed")
+        if not serverless:
+            states[f"TerminateAfter{step.name}Failed"] = terminate(f"{step.name}Failed")
         states[f"{step.name}Failed"] = {"Type": "Fail", "Error": error, "Cause": cause}
-    states["ClusterFailed"] = {"Type": "Fail", "Error": "ddbvault.ClusterFailed",
-                               "Cause": "The EMR cluster did not start (the execution's history holds EMR's reason); "
-                                        "nothing was run. A cluster that fails to bootstrap terminates itself."}
-    states["TerminateFailed"] = {"Type": "Fail", "Error": "ddbvault.ClusterNotTerminated",
-                                 "Cause": "Terminating the cluster failed after retries: terminate it yourself (its "
-                                          "id is in the execution's output of CreateCluster and its tag "
-                                          "ddbvault:execution names this execution); its idle auto-termination "
-                                          "ends it otherwise."}
+    if not serverless:
+        states["ClusterFailed"] = {
+            "Type": "Fail", "Error": "ddbvault.ClusterFailed",
+            "Cause": "The EMR cluster did not start (the execution's history holds EMR's reason); nothing was run. "
+                     "A cluster that fails to bootstrap terminates itself."}
+        states["TerminateFailed"] = {
+            "Type": "Fail", "Error": "ddbvault.ClusterNotTerminated",
+            "Cause": "Terminating the cluster failed after retries: terminate it yourself (its id is in the "
+                     "execution's output of CreateCluster and its tag ddbvault:execution names this execution); "
+                     "its idle auto-termination ends it otherwise."}
     states.update(fails)
     total = sum(s.timeout_s for s in steps) + 2 * HOUR
+    where = ("as EMR Serverless job runs (each with its job's own role)" if serverless
+             else "on a transient EMR cluster that is terminated on every path")
     return {
-        "Comment": f"ddbvault: {what}, on a transient EMR cluster that is terminated on every path. "
-                   f"Generated by emr/build_stepfunctions.py. Input: {', '.join(f for f, _ in REQUIRED)}; "
-                   f"optional: {', '.join(optional)}.",
+        "Comment": f"ddbvault: {what}, {where}. Generated by emr/build_stepfunctions.py. "
+                   f"Input: {', '.join(f for f, _ in required(steps, serverless))}; optional: {', '.join(optional)}. "
+                   f"Output: the run records, read back from the vault.",
         "StartAt": "Defaults",
         "TimeoutSeconds": total,
         "States": states,
@@ -309,6 +423,7 @@ def outputs() -> Dict[str, str]:
     files = {"configurations.json": render(CONFIGURATIONS)}
     for kind in MACHINES:
         files[os.path.join("stepfunctions", f"{kind}.asl.json")] = render(machine(kind))
+        files[os.path.join("stepfunctions", f"{kind}-serverless.asl.json")] = render(machine(kind, serverless=True))
     return files
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set
@@ -32,9 +33,17 @@ EMR = "arn:aws:states:::elasticmapreduce:"
 CREATE, ADD_STEP, TERMINATE = EMR + "createCluster.sync", EMR + "addStep.sync", EMR + "terminateCluster.sync"
 EXECUTION = "nightly-orders.2026-11-27"
 ARTIFACTS = "s3://artifacts/ddbvault/0.1.0"
-INPUT = {"table": "orders", "region": "eu-west-1", "vault": "s3://vault-bucket/orders", "vaultRegion": "eu-west-2",
-         "artifacts": ARTIFACTS, "logUri": "s3://logs/emr/", "subnetId": "subnet-1", "release": "emr-7.12.0"}
+GET_OBJECT = "arn:aws:states:::aws-sdk:s3:getObject"
+START_JOB_RUN = "arn:aws:states:::emr-serverless:startJobRun.sync"
+VAULT = "s3://vault-bucket/teams/orders"
+INPUT = {"table": "orders", "region": "eu-west-1", "vaultBucket": "vault-bucket", "vaultPrefix": "teams/orders",
+         "vaultRegion": "eu-west-2", "artifacts": ARTIFACTS, "logUri": "s3://logs/emr/", "subnetId": "subnet-1",
+         "release": "emr-7.12.0"}
 REQUIRED = sorted(INPUT)
+ROLES = {"Export": "arn:aws:iam::1:role/export", "Merge": "arn:aws:iam::1:role/merge",
+         "Restore": "arn:aws:iam::1:role/restore", "Verify": "arn:aws:iam::1:role/verify"}
+SERVERLESS_INPUT = {**{k: v for k, v in INPUT.items() if k not in ("subnetId", "release")}, "applicationId": "00app",
+                    **{f"{step.lower()}RoleArn": arn for step, arn in ROLES.items()}}
 # Each machine's steps: (state, script, the run id it must be given, its budget input field or None).
 STEPS = {
     "export": [("Export", "export_table.py", EXECUTION, "maxReadUnits")],
@@ -48,6 +57,7 @@ GIVEN_BUDGET = {"maxReadUnits": "--max-read-units", "maxWriteUnits": "--max-writ
 
 
 def load(kind: str) -> Dict[str, Any]:
+    """A committed machine: ``export`` (EMR on EC2) or ``export-serverless``."""
     with open(os.path.join(ROOT, "emr", "stepfunctions", f"{kind}.asl.json"), encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -152,7 +162,17 @@ def json_merge(a: Any, b: Any, deep: bool) -> Dict[str, Any]:
     return {**a, **b}
 
 
-FUNCTIONS = {"States.Format": fmt, "States.Array": lambda *args: list(args), "States.JsonMerge": json_merge}
+def string_to_json(text: Any) -> Any:
+    if not isinstance(text, str):
+        raise StatesError("States.Runtime", "States.StringToJson takes a string")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise StatesError("States.Runtime", "States.StringToJson: not JSON") from None
+
+
+FUNCTIONS = {"States.Format": fmt, "States.Array": lambda *args: list(args), "States.JsonMerge": json_merge,
+             "States.StringToJson": string_to_json, "States.UUID": lambda: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}
 
 
 def parameters(template: Any, data: Any, context: Dict[str, Any]) -> Any:
@@ -273,13 +293,16 @@ class FakeEmr:
     the job's own parse_args, and fails the calls it is told to."""
 
     def __init__(self, fail_steps: Set[str] = frozenset(), fail_create: bool = False, terminate_failures: int = 0,
-                 step_error: str = "States.TaskFailed") -> None:
+                 step_error: str = "States.TaskFailed", unreadable: bool = False) -> None:
         self.fail_steps, self.fail_create, self.step_error = fail_steps, fail_create, step_error
+        self.unreadable, self.reads = unreadable, []
         self.terminate_failures = terminate_failures
         self.clusters: Dict[str, Dict[str, Any]] = {}
         self.steps: List[Dict[str, Any]] = []
 
     def __call__(self, resource: str, params: Dict[str, Any], state: Dict[str, Any]) -> Dict[str, Any]:
+        if resource == GET_OBJECT:
+            return self.get_object(params)
         if resource == CREATE:
             assert isinstance(params["AutoTerminationPolicy"]["IdleTimeout"], int)
             assert all(isinstance(g["InstanceCount"], int) for g in params["Instances"]["InstanceGroups"])
@@ -297,8 +320,11 @@ class FakeEmr:
             assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", f"{ARTIFACTS}/ddbvault.zip"]
             assert args[5].startswith(f"{ARTIFACTS}/jobs/")
             script = os.path.join(ROOT, "jobs", args[5][len(ARTIFACTS) + len("/jobs/"):])
-            parsed = module(script).parse_args(args[6:])
-            self.steps.append({"state": state, "script": os.path.basename(script), "args": args[6:], "parsed": parsed})
+            job_args, metrics = cli.take_metrics_flag(args[6:])  # the runner's flag: every job publishes metrics
+            assert metrics
+            parsed = module(script).parse_args(job_args)
+            self.steps.append({"state": state, "script": os.path.basename(script), "args": job_args,
+                               "parsed": parsed})
             if os.path.basename(script) in self.fail_steps:
                 raise StatesError(self.step_error, "Step failed")
             return {"Step": {"Status": {"State": "COMPLETED"}}}
@@ -308,6 +334,14 @@ class FakeEmr:
             raise StatesError("EMR.AmazonEMRException", "Rate exceeded")
         cluster["state"] = "TERMINATED"
         return {}
+
+    def get_object(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        """The run record the last step wrote (as the runner writes it), or NoSuchKey when told to fail."""
+        self.reads.append((params["Bucket"], params["Key"]))
+        if self.unreadable:
+            raise StatesError("S3.NoSuchKeyException", "The specified key does not exist.")
+        run_id = params["Key"].rsplit("/", 1)[-1][:-len(".json")]
+        return {"Body": json.dumps({"run_id": run_id, "status": "ok", "items": 3}), "ContentType": "application/json"}
 
     def running(self) -> List[str]:
         return [c for c, v in self.clusters.items() if v["state"] != "TERMINATED"]
@@ -329,16 +363,33 @@ def test_success_runs_every_step_with_the_execution_as_run_id_and_terminates(kin
     for step, (_, _, run_id, budget) in zip(emr.steps, STEPS[kind]):
         parsed = step["parsed"]
         assert (parsed.table, parsed.region, parsed.vault, parsed.vault_region, parsed.run_id) == \
-            ("orders", "eu-west-1", "s3://vault-bucket/orders", "eu-west-2", run_id)
+            ("orders", "eu-west-1", VAULT, "eu-west-2", run_id)
         if budget:  # absent from the input: the job's own percent default, said explicitly
             flag, value = DEFAULT_BUDGET[budget]
             assert step["args"][step["args"].index(flag) + 1] == value and GIVEN_BUDGET[budget] not in step["args"]
     params = next(iter(emr.clusters.values()))["params"]
     assert params["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
     assert params["Tags"] == [{"Key": "ddbvault:execution", "Value": EXECUTION}]
+    assert params["ServiceRole"] == "EMR_DefaultRole" and params["JobFlowRole"] == "EMR_EC2_DefaultRole"
+    # The output carries each job's run record, read back from the vault after its step.
+    assert emr.reads == [("vault-bucket", f"teams/orders/_ddbvault/runs/{run_id}.json")
+                         for _, _, run_id, _ in STEPS[kind]]
     assert outcome.output == {
-        "table": "orders", "vault": INPUT["vault"], "clusterId": "j-1",
-        "runRecords": [f"{INPUT['vault']}/_ddbvault/runs/{run_id}.json" for _, _, run_id, _ in STEPS[kind]]}
+        "table": "orders", "vault": VAULT, "clusterId": "j-1",
+        "runRecords": [f"{VAULT}/_ddbvault/runs/{run_id}.json" for _, _, run_id, _ in STEPS[kind]],
+        "runs": [{"summary": {"run_id": run_id, "status": "ok", "items": 3}} for _, _, run_id, _ in STEPS[kind]]}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_unreadable_run_record_is_reported_and_the_run_still_succeeds(kind):
+    outcome, emr = run(kind, {**INPUT, "serviceRole": "svc", "instanceProfile": "profile-export"},
+                       FakeEmr(unreadable=True))
+    assert outcome.status == "SUCCEEDED" and emr.running() == []
+    assert outcome.output["runs"] == [{"Error": "S3.NoSuchKeyException", "Cause": "The specified key does not exist."}
+                                      for _ in STEPS[kind]]
+    assert len(emr.reads) == 4 * len(STEPS[kind])  # the first read and three retries, for each step
+    params = emr.clusters["j-1"]["params"]
+    assert (params["ServiceRole"], params["JobFlowRole"]) == ("svc", "profile-export")
 
 
 @pytest.mark.parametrize("kind,failing", [(k, s[1]) for k in KINDS for s in STEPS[k]])
@@ -363,15 +414,17 @@ def test_input_missing_a_required_field_fails_before_any_cluster(kind, missing):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("bad", [{"table": 7}, {"vault": None}, {"vault": "s3://vault-bucket/orders/"},
-                                 {"vault": "https://vault-bucket/orders"}, {"artifacts": ARTIFACTS + "/"},
+@pytest.mark.parametrize("bad", [{"table": 7}, {"vaultPrefix": None}, {"vaultPrefix": "orders/"},
+                                 {"vaultPrefix": "/orders"}, {"vaultBucket": "s3://vault-bucket"},
+                                 {"vaultBucket": "vault-bucket/orders"}, {"serviceRole": 5}, {"instanceProfile": []},
+                                 {"artifacts": ARTIFACTS + "/"},
                                  {"artifacts": "dist/0.1.0"}, {"logUri": "/var/log"}, {"idleTimeoutSeconds": "600"},
                                  {"coreInstanceCount": "2"}, {"maxReadUnits": {"rcu": 5}},
                                  {"idleTimeoutSeconds": 30}, {"coreInstanceCount": 0}, {"lockWaitSeconds": -1},
                                  {"maxWriteUnits": [5]}, {"lockWaitSeconds": "x"}])
 def test_input_of_the_wrong_type_fails_before_any_cluster(kind, bad):
     (name, value), = bad.items()
-    used = name in INPUT or name in ("idleTimeoutSeconds", "coreInstanceCount") \
+    used = name in INPUT or name in ("idleTimeoutSeconds", "coreInstanceCount", "serviceRole", "instanceProfile") \
         or any(budget == name for _, _, _, budget in STEPS[kind]) \
         or (name == "lockWaitSeconds" and kind in ("export", "merge"))
     outcome, emr = run(kind, {**INPUT, name: value})
@@ -438,6 +491,8 @@ def test_the_paths_above_visit_every_state_and_only_states_that_exist(kind):
         visited.update(run(kind, {k: v for k, v in INPUT.items() if k != missing})[0].visited)
     for name in ("idleTimeoutSeconds", "coreInstanceCount", "lockWaitSeconds"):
         visited.update(run(kind, {**INPUT, name: "x"})[0].visited)
+    for name in ("serviceRole", "instanceProfile"):
+        visited.update(run(kind, {**INPUT, name: 1})[0].visited)
     assert visited == set(states)
     assert machine["TimeoutSeconds"] > sum(s.get("TimeoutSeconds", 0) for s in states.values())
 
@@ -460,6 +515,108 @@ def test_the_interpreter_keeps_the_rule_the_machines_guard_against():
     assert (outcome.status, outcome.error, emr.running()) == ("FAILED", "States.Runtime", ["j-1"])
 
 
+# -- EMR Serverless ---------------------------------------------------------------------------------------------------
+
+class FakeServerless(FakeEmr):
+    """startJobRun.sync: checks the run's role, entry point, arguments (through the job's parse_args) and Spark
+    settings; getObject as for clusters."""
+
+    def __init__(self, fail_steps: Set[str] = frozenset(), unreadable: bool = False) -> None:
+        super().__init__(fail_steps=fail_steps, unreadable=unreadable)
+        self.runs: List[Dict[str, Any]] = []
+
+    def __call__(self, resource: str, params: Dict[str, Any], state: Dict[str, Any]) -> Dict[str, Any]:
+        if resource == GET_OBJECT:
+            return self.get_object(params)
+        assert resource == START_JOB_RUN, resource
+        driver = params["JobDriver"]["SparkSubmit"]
+        args = driver["EntryPointArguments"]
+        assert all(isinstance(a, str) for a in args), args
+        assert driver["EntryPoint"].startswith(f"{ARTIFACTS}/jobs/")
+        script = os.path.join(ROOT, "jobs", driver["EntryPoint"][len(ARTIFACTS) + len("/jobs/"):])
+        job_args, metrics = cli.take_metrics_flag(args)
+        assert metrics
+        parsed = module(script).parse_args(job_args)
+        assert isinstance(params["ExecutionTimeoutMinutes"], int) and params["ClientToken"]
+        self.runs.append({"script": os.path.basename(script), "role": params["ExecutionRoleArn"], "parsed": parsed,
+                          "submit": driver["SparkSubmitParameters"], "params": params})
+        self.steps.append(self.runs[-1])
+        if os.path.basename(script) in self.fail_steps:
+            raise StatesError("States.TaskFailed", "Job run failed")
+        return {"JobRunId": f"jr-{len(self.runs)}", "ApplicationId": params["ApplicationId"]}
+
+
+def run_serverless(kind: str, payload: Any, fake: Optional[FakeServerless] = None) -> tuple:
+    fake = fake or FakeServerless()
+    return execute(load(f"{kind}-serverless"), payload, fake), fake
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_serverless_runs_each_job_with_its_own_role_delta_from_the_image_and_the_package(kind):
+    outcome, fake = run_serverless(kind, SERVERLESS_INPUT)
+    assert outcome.status == "SUCCEEDED", outcome
+    assert [(r["script"], r["role"]) for r in fake.runs] == [(script, ROLES[state]) for state, script, _, _ in
+                                                             STEPS[kind]]
+    with open(os.path.join(ROOT, "emr", "configurations.json"), encoding="utf-8") as handle:
+        spark = next(c["Properties"] for c in json.load(handle) if c["Classification"] == "spark-defaults")
+    for job, (_, _, run_id, _) in zip(fake.runs, STEPS[kind]):
+        parsed = job["parsed"]
+        assert (parsed.table, parsed.vault, parsed.vault_region, parsed.run_id) == \
+            ("orders", VAULT, "eu-west-2", run_id)
+        conf = dict(pair.split("=", 1) for pair in job["submit"].split("--conf ")[1:] for pair in [pair.strip()])
+        assert conf["spark.submit.pyFiles"] == f"{ARTIFACTS}/ddbvault.zip"
+        assert conf["spark.archives"] == f"{ARTIFACTS}/pydeps.tar.gz#pydeps"
+        assert conf["spark.jars"] == ",".join(f"/usr/share/aws/delta/lib/{jar}"
+                                              for jar in ("delta-spark.jar", "delta-storage.jar"))
+        assert conf["spark.emr-serverless.driverEnv.PYTHONPATH"] == conf["spark.executorEnv.PYTHONPATH"] == "./pydeps"
+        assert {k: v for k, v in spark.items() if not k.startswith("spark.yarn.")}.items() <= conf.items()
+        assert job["params"]["ConfigurationOverrides"]["MonitoringConfiguration"]["S3MonitoringConfiguration"] == \
+            {"LogUri": "s3://logs/emr/"}
+    assert outcome.output == {
+        "table": "orders", "vault": VAULT,
+        "runRecords": [f"{VAULT}/_ddbvault/runs/{run_id}.json" for _, _, run_id, _ in STEPS[kind]],
+        "runs": [{"summary": {"run_id": run_id, "status": "ok", "items": 3}} for _, _, run_id, _ in STEPS[kind]]}
+
+
+@pytest.mark.parametrize("kind,failing", [(k, s[1]) for k in KINDS for s in STEPS[k]])
+def test_serverless_a_failed_job_fails_the_execution_and_runs_nothing_after_it(kind, failing):
+    outcome, fake = run_serverless(kind, SERVERLESS_INPUT, FakeServerless(fail_steps={failing}))
+    assert outcome.status == "FAILED" and outcome.error.startswith("ddbvault.") and outcome.error.endswith("Failed")
+    scripts = [r["script"] for r in fake.runs]
+    assert scripts == [s[1] for s in STEPS[kind]][:scripts.index(failing) + 1] and scripts[-1] == failing
+    assert len(fake.reads) == len(scripts) - 1  # the jobs before the failed one were read back
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_serverless_input_missing_a_field_runs_no_job(kind):
+    needed = [k for k in SERVERLESS_INPUT if not k.endswith("RoleArn")] + \
+        [f"{state.lower()}RoleArn" for state, _, _, _ in STEPS[kind]]
+    for missing in needed:
+        outcome, fake = run_serverless(kind, {k: v for k, v in SERVERLESS_INPUT.items() if k != missing})
+        assert (outcome.status, outcome.error, fake.runs) == ("FAILED", "ddbvault.BadInput", []), missing
+        assert f"'{missing}'" in outcome.cause
+    unused = {f"{s.lower()}RoleArn" for s in ROLES} - set(needed)
+    outcome, _ = run_serverless(kind, {k: v for k, v in SERVERLESS_INPUT.items() if k not in unused})
+    assert outcome.status == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_serverless_paths_visit_every_state(kind):
+    machine = load(f"{kind}-serverless")
+    visited = set()
+    fakes = [FakeServerless(), FakeServerless(unreadable=True)] + \
+        [FakeServerless(fail_steps={s[1]}) for s in STEPS[kind]]
+    for fake in fakes:
+        visited.update(run_serverless(kind, SERVERLESS_INPUT, fake)[0].visited)
+    for payload in [{**SERVERLESS_INPUT, "maxReadUnits": 5, "maxWriteUnits": 5},
+                    {**SERVERLESS_INPUT, "maxReadUnits": [], "maxWriteUnits": {}},
+                    {**SERVERLESS_INPUT, "lockWaitSeconds": "x"}]:
+        visited.update(run_serverless(kind, payload)[0].visited)
+    for missing in SERVERLESS_INPUT:
+        visited.update(run_serverless(kind, {k: v for k, v in SERVERLESS_INPUT.items() if k != missing})[0].visited)
+    assert visited == set(machine["States"])
+
+
 # -- one source of truth -------------------------------------------------------------------------------------------
 
 def test_committed_json_is_what_the_build_script_writes():
@@ -467,10 +624,63 @@ def test_committed_json_is_what_the_build_script_writes():
     for rel, text in build.outputs().items():
         with open(os.path.join(ROOT, "emr", rel), encoding="utf-8") as handle:
             assert handle.read() == text, f"emr/{rel} is stale: run python3 emr/build_stepfunctions.py"
-    assert sorted(f"{k}.asl.json" for k in KINDS) == sorted(os.listdir(os.path.join(ROOT, "emr", "stepfunctions")))
+    assert sorted(f"{k}{v}.asl.json" for k in KINDS for v in ("", "-serverless")) == \
+        sorted(os.listdir(os.path.join(ROOT, "emr", "stepfunctions")))
     done = subprocess.run([sys.executable, os.path.join(ROOT, "emr", "build_stepfunctions.py"), "--check"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def stack() -> Dict[str, Any]:
+    with open(os.path.join(ROOT, "emr", "ddbvault.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_the_stack_is_what_its_build_script_writes_and_holds_the_committed_machines():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "emr", "build_stack.py"), "--check"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    resources = stack()["Resources"]
+    machines = {name: r["Properties"]["Definition"] for name, r in resources.items()
+                if r["Type"] == "AWS::StepFunctions::StateMachine"}
+    assert machines == {f"{k.capitalize()}{'Serverless' if v else 'Cluster'}Machine": load(f"{k}{'-serverless' * v}")
+                        for k in KINDS for v in (False, True)}
+    passed = resources["StatesRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (pass_role,) = [st for st in passed if st["Action"] == ["iam:PassRole"]]
+    assert pass_role["Resource"] == [{"Fn::GetAtt": [f"{n}Role", "Arn"]} for n in
+                                     ("Export", "Merge", "Restore", "Verify", "Recover")] + \
+        [{"Fn::GetAtt": ["EmrServiceRole", "Arn"]}]
+
+
+PLACEHOLDERS = {"${TableName}": "orders", "${ReplicaName}": "orders", "${SourceRegion}": "eu-west-1",
+                "${AWS::Region}": "eu-west-2", "${VaultBucket}": "vault-bucket", "${VaultPrefix}": "teams/orders",
+                "${ArtifactsBucket}": "logs", "${SubnetId}": "subnet-1",
+                "${EmrRelease}": "emr-7.12.0", "${EmrServiceRole}": "svc", "${ServerlessApplication}": "00app"}
+
+
+@pytest.mark.parametrize("schedule,kind", [("ExportSchedule", "export"), ("MergeSchedule", "merge")])
+@pytest.mark.parametrize("serverless", [True, False])
+def test_each_schedule_starts_its_machine_with_an_input_it_accepts(schedule, kind, serverless):
+    target = stack()["Resources"][schedule]["Properties"]["Target"]
+    assert target["Arn"]["Fn::If"][1 if serverless else 2] == {
+        "Ref": f"{kind.capitalize()}{'Serverless' if serverless else 'Cluster'}Machine"}
+    text = target["Input"]["Fn::If"][1 if serverless else 2]["Fn::Sub"]
+    assert text.count("s3://${ArtifactsBucket}/artifacts/${ArtifactsVersion}") == 1
+    text = text.replace("s3://${ArtifactsBucket}/artifacts/${ArtifactsVersion}", ARTIFACTS)
+    for placeholder, value in PLACEHOLDERS.items():
+        text = text.replace(placeholder, value)
+    text = re.sub(r"\$\{(\w+)Role\.Arn\}", r"arn:aws:iam::1:role/\1", text)
+    text = re.sub(r"\$\{(\w+)InstanceProfile\}", r"profile-\1", text)
+    assert "${" not in text, text
+    payload = json.loads(text)
+    if serverless:
+        outcome, fake = run_serverless(kind, payload)
+        assert [r["role"] for r in fake.runs] == [f"arn:aws:iam::1:role/{kind.capitalize()}"]
+    else:
+        outcome, fake = run(kind, payload)
+        assert fake.clusters["j-1"]["params"]["JobFlowRole"] == f"profile-{kind.capitalize()}"
+    assert outcome.status == "SUCCEEDED", outcome
+    assert fake.steps[0]["parsed"].vault == VAULT and fake.steps[0]["parsed"].table == "orders"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -523,8 +733,8 @@ def test_make_package_needs_only_python_and_ships_the_library_for_py_files(tmp_p
     subprocess.run(make, capture_output=True, text=True, check=True)
     built = dist / "9.9.9-test"
     assert sorted(p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()) == sorted(
-        ["bootstrap.sh", "ddbvault.zip"] + [f"jobs/{name}" for name in os.listdir(os.path.join(ROOT, "jobs"))
-                                            if name.endswith(".py")])
+        ["bootstrap.sh", "ddbvault.zip", "lambda.zip", "pydeps.tar.gz"]
+        + [f"jobs/{name}" for name in os.listdir(os.path.join(ROOT, "jobs")) if name.endswith(".py")])
     out = built / "ddbvault.zip"
     with zipfile.ZipFile(out) as archive:
         assert not [n for n in archive.namelist() if "__pycache__" in n or not n.startswith("ddbvault/")]
@@ -535,6 +745,24 @@ def test_make_package_needs_only_python_and_ships_the_library_for_py_files(tmp_p
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=str(tmp_path))
     assert result.stdout.strip() == str(out / "ddbvault" / "export.py")
+    # The change-source Lambda's package: the same library, its handler at ddbvault.changes.lambda_sink.handler.
+    assert (built / "lambda.zip").read_bytes() == out.read_bytes()
+    # EMR Serverless's dependencies, unpacked as spark.archives does, first on the path: the bootstrap's boto3.
+    deps = tmp_path / "pydeps"
+    with tarfile.open(built / "pydeps.tar.gz") as archive:
+        names = archive.getnames()
+        archive.extractall(deps)
+    assert {n.split("/")[0] for n in names} == {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py",
+                                                "urllib3"}
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    code = ("import boto3, botocore, botocore.session; print(boto3.__version__, botocore.__version__, "
+            "boto3.__file__.startswith(sys.argv[1]), "
+            "'IfNoneMatch' in botocore.session.get_session().get_service_model('s3')"
+            ".operation_model('PutObject').input_shape.members)")
+    result = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); " + code,
+                             str(deps)], capture_output=True, text=True, check=True, cwd=str(tmp_path))
+    assert result.stdout.split() == [importlib.metadata.version("boto3"), importlib.metadata.version("botocore"),
+                                     "True", "True"]
 
 
 def test_the_bootstrap_installs_the_boto3_the_tests_ran_with():
