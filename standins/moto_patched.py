@@ -1,5 +1,6 @@
-"""moto server with two fixes: segmented Scans of tables whose hash key is binary (B), and table exports to S3
-that write DynamoDB's documented layout (manifests and all; see ``patch_exports`` below).
+"""moto server with fixes: segmented Scans of tables whose hash key is binary (B), stream records' ``Keys`` of
+binary keys, ImportTable's reading of DYNAMODB_JSON, and table exports to S3 that write DynamoDB's documented
+layout (manifests and all; see ``patch_exports`` below).
 
 Why: moto 5.2.5 assigns an item to a Scan segment in ``Item.is_within_segment``
 (``moto/dynamodb/models/dynamo_type.py``) with ``md5_hash(self.hash_key.value.encode("utf8"))``. A B key's value is
@@ -69,11 +70,31 @@ def process_s3_files(self: Any, s3_backend: Any, bucket: Any) -> None:
     self.status = "COMPLETED" if self.error_count == 0 else "FAILED"
 
 
+def _stream_record_init(original: Any) -> Any:
+    """moto's ``StreamRecord.__init__`` (5.2.5) builds ``Keys`` from ``DynamoType.to_json()`` of the key, which for a
+    binary key gives the base64 text base64-encoded again (the client then reads the text as the key's bytes),
+    while the images are right. DynamoDB's ``Keys`` hold the key attributes as the images do: taken from them."""
+
+    def init(self: Any, table: Any, *args: Any) -> None:  # (stream_type, event_name, old, new, seq)
+        original(self, table, *args)
+        old, new = args[2], args[3]
+        attributes = (old if old is not None else new).to_json()["Attributes"]
+        names = [n for n in (table.hash_key_attr, table.range_key_attr) if n]
+        self.record["dynamodb"]["Keys"] = {n: attributes[n] for n in names}
+
+    return init
+
+
 def patch() -> None:
     """Put the fixed methods on moto's classes (in this process)."""
     import moto
     from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import StreamRecord
     from moto.dynamodb.models.table_import import TableImport
+
+    if not getattr(StreamRecord, "_ddbvault_patched", False):
+        StreamRecord.__init__ = _stream_record_init(StreamRecord.__init__)
+        StreamRecord._ddbvault_patched = True
 
     if moto.__version__ != PATCHED_FOR:
         print(f"moto_patched: written for moto {PATCHED_FOR}, running {moto.__version__}: check whether "
