@@ -130,6 +130,20 @@ def test_restore_into_region_b_rebuilds_items_and_settings(spark, clients, sourc
         "ttl_attribute": "expires", "items_expected": N_ITEMS}
     assert "point-in-time recovery enabled" in summary["notes"]
     assert len(marker_names(vault, summary["restore_id"])) == summary["partitions"]
+    # The table has an LSI: auto loads it with BatchWriteItem (ImportTable cannot make LSIs).
+    assert (summary["method"], summary["method_reason"]) == (
+        "batch-write", "the table has LSIs, which ImportTable cannot create")
+
+
+def test_the_wire_path_and_botocore_path_give_the_same_table(spark, clients, source, replica):
+    """The load's two ways to send an item (its stored text as it is, or decoded for botocore) land the same
+    items; the wire path is the default."""
+    _, ddb_b = clients
+    _, vault, expected = source
+    plain = restore(spark, vault, replica, wire=False)
+    assert table_texts(ddb_b, replica) == expected
+    assert (plain["items_written"], plain["method"]) == (N_ITEMS, "batch-write")
+    assert RestoreOptions(vault=vault, table=replica, region=REGION_B).wire is True
 
 
 def test_as_of_version_restores_the_earlier_items_and_schema(spark, clients, replica, tmp_path):

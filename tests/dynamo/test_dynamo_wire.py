@@ -132,3 +132,34 @@ def test_wire_deletes_and_puts_in_one_call(tables):
     assert stats.items == 10 and stats.batches == 1
     assert sorted(codec.encode_item(i) for i in tables.scan_all(name)) == sorted(
         codec.encode_item({"pk": {"S": f"k{i}"}, "sk": {"N": str(i)}, "new": {"N": "1"}}) for i in range(0, 10, 2))
+
+
+def test_the_signature_covers_the_wire_body(tables):
+    """The body is put in place before SigV4 signing: the request's signature is the one of the bytes sent
+    (moto does not check signatures, so this recomputes it)."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    name = tables.create("pk", "S", "sk", "N")
+    texts = [codec.encode_item(every_type(i)) for i in range(3)]
+    sent = []
+    client = aws.client("dynamodb", REGION_A, data_plane=True, events=wire.EVENTS)
+    client.meta.events.register("before-send.dynamodb.BatchWriteItem", lambda request, **_: sent.append(request))
+    write_items(name, wire_records(texts), key_names=("pk", "sk"), region=REGION_A, policy=FAST)
+
+    (request,) = sent
+    assert request.body == wire.request_body(name, [r[0] for r in wire_records(texts)])
+    headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+    authorization = headers.pop("Authorization")
+    signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert signed == ["content-type", "host", "x-amz-date", "x-amz-target"]
+    headers = {k: v for k, v in headers.items() if k.lower() in signed}
+    copy = AWSRequest(method=request.method, url=request.url, headers=headers, data=request.body)
+    copy.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(boto3.session.Session().get_credentials(), "dynamodb", REGION_A)
+    expected = signer.signature(signer.string_to_sign(copy, signer.canonical_request(copy)), copy)
+    assert authorization.endswith("Signature=" + expected)
+    # and a body that differs by one byte would not have it
+    copy.data = request.body.replace(b'"plain"', b'"plaiN"')
+    assert signer.signature(signer.string_to_sign(copy, signer.canonical_request(copy)), copy) != expected
