@@ -266,3 +266,23 @@ def test_pricing_figures_behind_the_threshold():
     assert importer.estimate_on_demand_usd(gib, item_bytes=200) == pytest.approx(3.36, abs=0.01)
     assert importer.estimate_on_demand_usd(100 * gib) - importer.estimate_import_usd(100 * gib) \
         == pytest.approx(50.5, abs=0.1)
+
+
+def test_the_job_exits_1_with_one_line_and_a_summary_when_the_import_cannot_run(spark, source, replica, capsys):
+    """The job contract for a failed import: exit 1, one stderr line saying what to do, a failed JSON summary."""
+    _, vault, _ = source
+    spec = importlib.util.spec_from_file_location("restore_table_job", JOB)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    capsys.readouterr()
+    code = job.main(["--vault", vault, "--vault-region", REGION_B, "--table", replica, "--region", REGION_B,
+                     "--method", "import", "--import-staging", "s3://no-such-bucket-ddbvault/x"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.startswith("ddbvault ")]
+    assert lines == [f"ddbvault restore_table: the import staging bucket no-such-bucket-ddbvault cannot be used "
+                     f"(404); nothing was created: pass --import-staging s3://bucket/prefix naming a bucket of "
+                     f"region {REGION_B} this job may write, or --method batch-write"]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["status"], summary["method"], summary["table"]) == ("failed", "import", replica)
+    assert tables.describe(replica, REGION_B) is None
