@@ -54,7 +54,7 @@ demo: setup ## the whole DR cycle on loopback: export, outage, restore, verify
 lint-deploy: setup emr-node
 	$(PYTHON) emr/build_stepfunctions.py --check
 	$(PYTHON) emr/build_stack.py --check
-	$(VENV)/bin/cfn-lint emr/ddbvault.json
+	$(VENV)/bin/cfn-lint emr/ddbvault.json emr/change_sink.json
 	emr/node_modules/.bin/asl-validator --silent $(foreach f,$(wildcard emr/stepfunctions/*.asl.json),--json-path $(f))
 
 emr-node: emr/node_modules/.installed

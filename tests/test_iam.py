@@ -255,3 +255,35 @@ def test_a_job_touches_only_its_table_and_its_vault_prefix(runs, job):
                     resource == f"{bucket}?prefix={prefix}", (action, resource)
             else:
                 assert (action, resource) == ("cloudwatch:PutMetricData", "ddbvault")
+
+
+def test_the_change_sink_lambda_calls_only_what_its_role_grants(aws_endpoint, monkeypatch):
+    """The change-source Lambda's handler writes the batch under its destination and calls nothing else; its role's
+    stream actions are the event source mapping's (Platform), not the handler's."""
+    from ddbvault.changes import lambda_sink
+
+    bucket = name("iam-sink")
+    boto3.client("s3", region_name=REGION_B).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION_B})
+    monkeypatch.setenv("DDBVAULT_DESTINATION", f"s3://{bucket}/orders/_ddbvault/incoming")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION_B)
+    monkeypatch.setenv("AWS_REGION", REGION_B)
+    arn = f"arn:aws:dynamodb:{REGION_A}:123456789012:table/orders/stream/2026-11-27T00:00:00.000"
+    records = [{"eventID": str(i), "eventName": "INSERT", "eventSourceARN": arn,
+                "dynamodb": {"Keys": {"pk": {"S": f"p{i}"}}, "NewImage": {"pk": {"S": f"p{i}"}},
+                             "SequenceNumber": str(100 + i), "SizeBytes": 10, "StreamViewType": "NEW_AND_OLD_IMAGES"}}
+               for i in range(3)]
+    with Recording(aws_endpoint) as recording:
+        assert lambda_sink.handler({"Records": records}) == {"batchItemFailures": []}
+    calls = called(recording.entries)
+    assert {a: {r.rsplit("/", 1)[0] for r in found} for a, found in calls.items()} == {
+        "s3:PutObject": {f"{bucket}/orders/_ddbvault/incoming/orders/2026-11-27T00-00-00.000"}}
+    assert granted("ChangeSinkRole", "Job") == set(calls)
+    assert granted("ChangeSinkRole", "Platform") == {
+        "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams",
+        "kms:GenerateDataKey", "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+    statements = template()["Resources"]["ChangeSinkRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (destination,) = [st for st in statements if st["Sid"] == "JobDestination"]
+    assert destination["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${VaultBucket}/${VaultPrefix}"
+                                                   "/_ddbvault/incoming/*"}]
+
