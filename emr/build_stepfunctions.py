@@ -293,7 +293,7 @@ def start_job_run(step: Step, next_state: str) -> Dict[str, Any]:
         "TimeoutSeconds": step.timeout_s + 600,
         "ResultSelector": {"JobRunId.$": "$.JobRunId"},
         "ResultPath": f"$.step{step.name}",
-        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"{step.name}Failed"}],
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"Read{step.name}Failure"}],
         "Next": next_state,
     }
 
@@ -314,6 +314,26 @@ def read_run(step: Step, next_state: str) -> Dict[str, Any]:
         "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2}],
         "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": f"$.run{step.name}", "Next": next_state}],
         "Next": next_state,
+    }
+
+
+def read_failure(step: Step, error: str, cause: str) -> Dict[str, Any]:
+    """After a failed job (and its cluster's termination): its run record read back, so the execution fails with the
+    job's own one-line error in its Cause; without a readable record, with the machine's general Cause."""
+    name = step.name
+    quoted = cause.replace("\\", "\\\\").replace("'", "\\'").replace("{", "\\{").replace("}", "\\}")
+    return {
+        f"Read{name}Failure": {**read_run(step, f"{name}FailureRecorded"), "ResultPath": "$.failedRun",
+                               "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failedRun",
+                                          "Next": f"{name}FailureRecorded"}]},
+        # Present first, then its type: a type test on a missing field would raise States.Runtime.
+        f"{name}FailureRecorded": {"Type": "Choice", "Default": f"{name}FailedWithJobError", "Choices": [
+            {**_not_present("$.failedRun.summary.error"), "Next": f"{name}Failed"},
+            {"Not": {"Variable": "$.failedRun.summary.error", "IsString": True}, "Next": f"{name}Failed"}]},
+        f"{name}FailedWithJobError": {"Type": "Fail", "Error": error,
+                                      "CausePath": f"States.Format('{quoted} The job: {{}}', "
+                                                   f"$.failedRun.summary.error)"},
+        f"{name}Failed": {"Type": "Fail", "Error": error, "Cause": cause},
     }
 
 
@@ -388,8 +408,8 @@ def machine(kind: str, serverless: bool = False) -> Dict[str, Any]:
     states["Done"] = {"Type": "Pass", "End": True, "Parameters": done}
     for step in steps:
         if not serverless:
-            states[f"TerminateAfter{step.name}Failed"] = terminate(f"{step.name}Failed")
-        states[f"{step.name}Failed"] = {"Type": "Fail", "Error": error, "Cause": cause}
+            states[f"TerminateAfter{step.name}Failed"] = terminate(f"Read{step.name}Failure")
+        states.update(read_failure(step, error, cause))
     if not serverless:
         states["ClusterFailed"] = {
             "Type": "Fail", "Error": "ddbvault.ClusterFailed",

@@ -34,6 +34,7 @@ CREATE, ADD_STEP, TERMINATE = EMR + "createCluster.sync", EMR + "addStep.sync", 
 EXECUTION = "nightly-orders.2026-11-27"
 ARTIFACTS = "s3://artifacts/ddbvault/0.1.0"
 GET_OBJECT = "arn:aws:states:::aws-sdk:s3:getObject"
+JOB_ERROR = "table orders does not exist in region eu-west-1: check --table and --region"
 START_JOB_RUN = "arn:aws:states:::emr-serverless:startJobRun.sync"
 VAULT = "s3://vault-bucket/teams/orders"
 INPUT = {"table": "orders", "region": "eu-west-1", "vaultBucket": "vault-bucket", "vaultPrefix": "teams/orders",
@@ -246,7 +247,12 @@ def execute(machine: Dict[str, Any], payload: Any, tasks) -> Outcome:
         kind = state["Type"]
         try:
             if kind == "Fail":
-                return Outcome("FAILED", state["Error"], state.get("Cause", ""), visited=visited)
+                cause = state.get("Cause", "")
+                if "CausePath" in state:
+                    path = state["CausePath"]
+                    cause = intrinsic(path, data, context) if path.startswith("States.") else \
+                        path_get(path, data, context)
+                return Outcome("FAILED", state["Error"], cause, visited=visited)
             if kind == "Succeed":
                 return Outcome("SUCCEEDED", output=data, visited=visited)
             if kind == "Choice":
@@ -293,9 +299,9 @@ class FakeEmr:
     the job's own parse_args, and fails the calls it is told to."""
 
     def __init__(self, fail_steps: Set[str] = frozenset(), fail_create: bool = False, terminate_failures: int = 0,
-                 step_error: str = "States.TaskFailed", unreadable: bool = False) -> None:
+                 step_error: str = "States.TaskFailed", *, unreadable: bool = False, record_error: bool = True) -> None:
         self.fail_steps, self.fail_create, self.step_error = fail_steps, fail_create, step_error
-        self.unreadable, self.reads = unreadable, []
+        self.unreadable, self.reads, self.records, self.record_error = unreadable, [], {}, record_error
         self.terminate_failures = terminate_failures
         self.clusters: Dict[str, Dict[str, Any]] = {}
         self.steps: List[Dict[str, Any]] = []
@@ -325,8 +331,7 @@ class FakeEmr:
             parsed = module(script).parse_args(job_args)
             self.steps.append({"state": state, "script": os.path.basename(script), "args": job_args,
                                "parsed": parsed})
-            if os.path.basename(script) in self.fail_steps:
-                raise StatesError(self.step_error, "Step failed")
+            self.ran(os.path.basename(script), parsed)
             return {"Step": {"Status": {"State": "COMPLETED"}}}
         assert resource == TERMINATE, resource
         if self.terminate_failures:
@@ -341,7 +346,17 @@ class FakeEmr:
         if self.unreadable:
             raise StatesError("S3.NoSuchKeyException", "The specified key does not exist.")
         run_id = params["Key"].rsplit("/", 1)[-1][:-len(".json")]
-        return {"Body": json.dumps({"run_id": run_id, "status": "ok", "items": 3}), "ContentType": "application/json"}
+        if run_id not in self.records:
+            raise StatesError("S3.NoSuchKeyException", "The specified key does not exist.")
+        return {"Body": json.dumps(self.records[run_id]), "ContentType": "application/json"}
+
+    def ran(self, script: str, parsed: Any) -> None:
+        """The job's run record, as the runner writes it (ok, or failed with its one-line error)."""
+        failed = script in self.fail_steps
+        self.records[parsed.run_id] = {"run_id": parsed.run_id, "status": "failed" if failed else "ok", "items": 3,
+                                       **({"error": JOB_ERROR} if failed and self.record_error else {})}
+        if failed:
+            raise StatesError(self.step_error, "Step failed")
 
     def running(self) -> List[str]:
         return [c for c, v in self.clusters.items() if v["state"] != "TERMINATED"]
@@ -400,7 +415,21 @@ def test_a_failed_step_terminates_the_cluster_and_fails_the_execution(kind, fail
     assert len(emr.clusters) == 1 and emr.running() == []
     scripts = [s["script"] for s in emr.steps]
     assert scripts[-1] == failing and scripts.count(failing) == 1  # nothing runs after the failed step
-    assert outcome.visited[-1].endswith("Failed") and outcome.visited[-2].startswith("TerminateAfter")
+    # The cluster is terminated, then the job's run record read back: its error ends the execution's Cause.
+    state = STEPS[kind][[s[1] for s in STEPS[kind]].index(failing)][0]
+    assert outcome.visited[-4:] == [f"TerminateAfter{state}Failed", f"Read{state}Failure", f"{state}FailureRecorded",
+                                    f"{state}FailedWithJobError"]
+    assert outcome.cause == load(kind)["States"][f"{state}Failed"]["Cause"] + " The job: " + JOB_ERROR
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("record", ["unreadable", "no error"])
+def test_a_failed_step_without_a_readable_error_fails_with_the_general_cause(kind, record):
+    failing = STEPS[kind][-1]
+    emr = FakeEmr(fail_steps={failing[1]}, unreadable=record == "unreadable", record_error=False)
+    outcome, emr = run(kind, INPUT, emr)
+    assert (outcome.status, outcome.visited[-1], emr.running()) == ("FAILED", f"{failing[0]}Failed", [])
+    assert outcome.cause == load(kind)["States"][f"{failing[0]}Failed"]["Cause"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -480,7 +509,7 @@ def test_the_paths_above_visit_every_state_and_only_states_that_exist(kind):
             assert state["Retry"] and state["Catch"][0]["Next"] == "TerminateFailed"
     steps = [s[1] for s in STEPS[kind]]
     runs = [FakeEmr(), FakeEmr(terminate_failures=100), FakeEmr(fail_create=True)] + \
-        [FakeEmr(fail_steps={s}) for s in steps]
+        [FakeEmr(fail_steps={s}, unreadable=unreadable) for s in steps for unreadable in (False, True)]
     visited = set()
     for emr in runs:
         visited.update(run(kind, INPUT, emr)[0].visited)
@@ -522,7 +551,7 @@ class FakeServerless(FakeEmr):
     settings; getObject as for clusters."""
 
     def __init__(self, fail_steps: Set[str] = frozenset(), unreadable: bool = False) -> None:
-        super().__init__(fail_steps=fail_steps, unreadable=unreadable)
+        super().__init__(fail_steps=fail_steps, unreadable=unreadable, step_error="States.TaskFailed")
         self.runs: List[Dict[str, Any]] = []
 
     def __call__(self, resource: str, params: Dict[str, Any], state: Dict[str, Any]) -> Dict[str, Any]:
@@ -541,8 +570,7 @@ class FakeServerless(FakeEmr):
         self.runs.append({"script": os.path.basename(script), "role": params["ExecutionRoleArn"], "parsed": parsed,
                           "submit": driver["SparkSubmitParameters"], "params": params})
         self.steps.append(self.runs[-1])
-        if os.path.basename(script) in self.fail_steps:
-            raise StatesError("States.TaskFailed", "Job run failed")
+        self.ran(os.path.basename(script), parsed)
         return {"JobRunId": f"jr-{len(self.runs)}", "ApplicationId": params["ApplicationId"]}
 
 
@@ -584,7 +612,9 @@ def test_serverless_a_failed_job_fails_the_execution_and_runs_nothing_after_it(k
     assert outcome.status == "FAILED" and outcome.error.startswith("ddbvault.") and outcome.error.endswith("Failed")
     scripts = [r["script"] for r in fake.runs]
     assert scripts == [s[1] for s in STEPS[kind]][:scripts.index(failing) + 1] and scripts[-1] == failing
-    assert len(fake.reads) == len(scripts) - 1  # the jobs before the failed one were read back
+    assert len(fake.reads) == len(scripts)  # every job's record read back, the failed one's for its error
+    state = STEPS[kind][len(scripts) - 1][0]
+    assert outcome.visited[-1] == f"{state}FailedWithJobError" and outcome.cause.endswith(f" The job: {JOB_ERROR}")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -605,7 +635,7 @@ def test_serverless_paths_visit_every_state(kind):
     machine = load(f"{kind}-serverless")
     visited = set()
     fakes = [FakeServerless(), FakeServerless(unreadable=True)] + \
-        [FakeServerless(fail_steps={s[1]}) for s in STEPS[kind]]
+        [FakeServerless(fail_steps={s[1]}, unreadable=unreadable) for s in STEPS[kind] for unreadable in (False, True)]
     for fake in fakes:
         visited.update(run_serverless(kind, SERVERLESS_INPUT, fake)[0].visited)
     for payload in [{**SERVERLESS_INPUT, "maxReadUnits": 5, "maxWriteUnits": 5},
