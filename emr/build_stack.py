@@ -380,6 +380,12 @@ def template() -> Dict[str, Any]:
             "HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]},
             "ReplicaIsTable": {"Fn::Equals": [{"Ref": "ReplicaTableName"}, ""]},
         },
+        "Rules": {
+            "ClustersNeedASubnet": {
+                "RuleCondition": {"Fn::Equals": [{"Ref": "RunOn"}, "ec2"]},
+                "Assertions": [{"Assert": {"Fn::Not": [{"Fn::Equals": [{"Ref": "SubnetId"}, ""]}]},
+                                "AssertDescription": "RunOn=ec2 runs the jobs on EMR clusters: give SubnetId"}]},
+        },
         "Resources": resources,
         "Outputs": {
             "VaultUri": {"Value": sub(VAULT_URI)},
