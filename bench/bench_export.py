@@ -1,58 +1,64 @@
-"""Export throughput: ddbvault's export_table against a raw threaded boto3 parallel scan and dynamodump.
+"""Export: ddbvault's export against raw boto3 scans (each at its best) and dynamodump, wall time and the CPU of
+our processes per item.
 
-All contenders read the same table on the same dynalite (in memory, loopback), back to back in one run:
+All contenders read the same table on the same server, back to back in one run:
 
-1. ddbvault ``export_table`` in this process once the SparkSession is up (the session start is left out;
-   the read budget is 1e9 RCU/s so pacing is never the limit), then, for honesty, ``jobs/export_table.py`` as a
-   subprocess: the job's whole wall time, JVM and session start included.
-2. raw boto3: a Scan with the same TotalSegments, one thread per segment, low-level client, items discarded.
-3. ``dynamodump -m backup`` of the same table to a temporary directory.
+1. ddbvault ``export_table`` in this process once the SparkSession is up (CPU: this process's tree, JVM and
+   Python workers included, the server left out; read budget 1e9 RCU/s so pacing is never the limit), and
+   ``jobs/export_table.py`` as a child process: the whole job, JVM and session start included.
+2. raw boto3 segmented scans (``contenders.py scan``), each a process of its own: a sweep of threads x segments
+   (``--scan-grid``), reported at the fastest; then the same sweep with the JSON fast path (``before-parse``).
+3. ``dynamodump -m backup`` of the same table to JSON files (it has no thread setting: one scanning thread).
 
-Figures: seconds, items/s, and "ddbvault x faster" = contender seconds / ddbvault seconds (issue targets:
->= 5 against dynamodump; >= 0.8 against the raw scan, once Spark is up). Never asserts on time.
+Child processes are measured by ``cpu.measure`` (a subreaper wrapper and ``os.wait4``). Never asserts on time.
 
-    .venv/bin/python bench/bench_export.py [--items 100000] [--segments S] [--readers-per-task R]
-
-The default is 30,000 items, not the 150,000 first asked for: dynalite serves ~1,000 puts/s and ~2,000 scanned
-items/s on this 2-core machine, so 150k would take well over 20 minutes end to end (load, export, restore);
-``--items 150000`` runs it anyway.
+    .venv/bin/python bench/bench_export.py [--items 100000] [--segments S] [--scan-grid 2x2,4x4,4x8,8x8,8x16]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import common
 
+SERVER = "dynalite"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--segments", type=int, help="Scan TotalSegments for ddbvault and the raw scan "
+    parser.add_argument("--segments", type=int, help="Scan TotalSegments for ddbvault "
                                                      "(default: what ddbvault plans for this table)")
     parser.add_argument("--readers-per-task", type=int, default=4, help="ddbvault's concurrent readers per task")
+    parser.add_argument("--scan-grid", default="2x2,4x4,4x8,8x8,8x16",
+                        help="raw scan configurations swept, THREADSxSEGMENTS, comma-separated")
 
 
-def raw_scan(table: str, total_segments: int) -> int:
-    """Parallel Scan, one thread and one low-level client per segment; items are counted, then dropped."""
-    counts = [0] * total_segments
-    errors: List[BaseException] = []
+def grid(text: str) -> List[Tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        threads, _, segments = part.strip().partition("x")
+        out.append((int(threads), int(segments or threads)))
+    return out
 
-    def work(segment: int) -> None:
-        try:
-            client = common.ddb()
-            kwargs: Dict[str, Any] = {"TableName": table, "Segment": segment, "TotalSegments": total_segments}
-            while True:
-                page = client.scan(**kwargs)
-                counts[segment] += len(page["Items"])
-                if not page.get("LastEvaluatedKey"):
-                    return
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except BaseException as exc:
-            errors.append(exc)
 
-    common.run_threads(work, [(s,) for s in range(total_segments)], errors)
-    return sum(counts)
+def raw_scan_sweep(table: str, configs: List[Tuple[int, int]], *, json_path: bool, server: str,
+                   benchmark: str = "export") -> Dict[str, Any]:
+    """Every configuration as a process of its own; the fastest as a row, the sweep in its notes."""
+    tried = []
+    for threads, segments in configs:
+        cmd = [sys.executable, os.path.join(common.BENCH_DIR, "contenders.py"), "scan", "--table", table,
+               "--threads", str(threads), "--segments", str(segments)] + (["--json-fast-path"] if json_path else [])
+        wall, cpu_s, out, load = common.measured_process(cmd, f"raw-scan-{server}-{threads}x{segments}.log")
+        inner = common.last_json_line(out)
+        tried.append({"threads": threads, "segments": segments, "wall_s": round(wall, 2), "cpu_s": round(cpu_s, 2),
+                      "items": int(inner.get("items") or 0), "loop_cpu_s": inner.get("cpu_s"), "load1": load})
+    best = min(tried, key=lambda t: t["wall_s"])
+    name = "raw boto3 segmented scan" + (" + JSON fast path" if json_path else "")
+    sweep = ", ".join(f"{t['threads']}x{t['segments']} {t['wall_s']:.1f}s" for t in tried)
+    return common.cpu_row(benchmark, server, f"{name}, best {best['threads']} threads x {best['segments']} segments",
+                          best["items"], best["wall_s"], cpu_s=best["cpu_s"], load=best["load1"], sweep=tried,
+                          notes=f"sweep (threads x segments, wall): {sweep}")
 
 
 def planned_segments(bench: common.Bench, readers_per_task: int, override: Optional[int]) -> int:
@@ -76,27 +82,12 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
     bench.vault = common.fresh_dir(bench.path("vault"))
     options = ExportOptions(table=bench.table, vault=bench.vault, region=common.REGION, segments=segments,
                             max_read_units=1e9, readers_per_task=args.readers_per_task)
-    seconds, summary, load = common.timed(lambda: export_table(options, Run(job="export_table"), spark))
-    ours = summary["items"]
-    rows.append(common.row("ddbvault export_table (Spark up)", seconds, ours, load,
-                           segments=segments, tasks=summary.get("tasks"), readers_per_task=args.readers_per_task))
-
-    seconds, scanned, load = common.timed(lambda: raw_scan(bench.table, segments))
-    rows.append(common.row(f"raw boto3 parallel scan ({segments} threads)", seconds, scanned, load,
-                           segments=segments))
-
-    bench.dump_dir = common.fresh_dir(bench.path("dump"))
-    cmd = [common.tool("dynamodump"), "-m", "backup", "-r", common.REGION, "--host", "127.0.0.1",
-           "--port", str(bench.port), "--accessKey", "a", "--secretKey", "a", "-s", bench.table,
-           "--dumpPath", bench.dump_dir, "--log", "WARNING"]
-    load = common.load_average()
-    seconds, _ = common.run_subprocess(cmd, "dynamodump-backup.log")
-    dumped = common.dump_item_count(bench.dump_dir, bench.table)
-    rows.append(common.row("dynamodump -m backup (1 thread, JSON files)", seconds, dumped, load))
-    # dynamodump 1.11.1 reads args.read_capacity (the attribute is readCapacity): the AttributeError sends
-    # even a single-table backup down its wildcard path, which starts 25 workers 1 s apart. Shown without it too.
-    rows.append(common.row(f"  same, minus its {common.DYNAMODUMP_START_SLEEP_S:.0f} s of thread-start sleeps",
-                           seconds - common.DYNAMODUMP_START_SLEEP_S, dumped, load))
+    wall, cpu_s, summary, load = common.measured_in_process(
+        lambda: export_table(options, Run(job="export_table"), spark))
+    rows.append(common.cpu_row("export", SERVER, "ddbvault export_table, Spark up (in process)", summary["items"],
+                               wall, cpu_s=cpu_s, load=load, segments=segments, tasks=summary.get("tasks"),
+                               notes=f"{segments} segments, {summary.get('tasks')} tasks x "
+                                     f"{args.readers_per_task} readers"))
 
     if not args.skip_job:
         job_vault = common.fresh_dir(bench.path("vault-job"))
@@ -104,19 +95,35 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
                "--table", bench.table, "--vault", job_vault, "--region", common.REGION,
                "--segments", str(segments), "--max-read-units", "1e9",
                "--readers-per-task", str(args.readers_per_task)]
-        load = common.load_average()
-        seconds, out = common.run_subprocess(cmd, "export-job.log")
+        wall, cpu_s, out, load = common.measured_process(cmd, "export-job.log")
         job = common.last_json_line(out)
-        rows.append(common.row("ddbvault jobs/export_table.py (incl. JVM+session)", seconds,
-                               int(job.get("items") or 0), load, job_scan_write_s=job.get("scan_write_s")))
+        scan_write = job.get("scan_write_s")
+        rows.append(common.cpu_row("export", SERVER, "ddbvault jobs/export_table.py, whole job (JVM start incl.)",
+                                   int(job.get("items") or 0), wall, cpu_s=cpu_s, load=load, scan_write_s=scan_write,
+                                   notes=f"its scan and write {scan_write:.1f} s" if scan_write else ""))
+
+    configs = grid(args.scan_grid)
+    rows.append(raw_scan_sweep(bench.table, configs, json_path=False, server=SERVER))
+    rows.append(raw_scan_sweep(bench.table, configs, json_path=True, server=SERVER))
+
+    bench.dump_dir = common.fresh_dir(bench.path("dump"))
+    cmd = [common.tool("dynamodump"), "-m", "backup", "-r", common.REGION, "--host", "127.0.0.1",
+           "--port", str(bench.port), "--accessKey", "a", "--secretKey", "a", "-s", bench.table,
+           "--dumpPath", bench.dump_dir, "--log", "WARNING"]
+    wall, cpu_s, _, load = common.measured_process(cmd, "dynamodump-backup.log")
+    # dynamodump 1.11.1 reads args.read_capacity (the attribute is readCapacity): the AttributeError sends even
+    # a single-table backup down its wildcard path, which starts 25 workers 1 s apart (sleeping, no CPU).
+    rows.append(common.cpu_row("export", SERVER, "dynamodump -m backup (1 scanning thread, JSON files)",
+                               common.dump_item_count(bench.dump_dir, bench.table), wall, cpu_s=cpu_s, load=load,
+                               notes=f"wall includes its {common.DYNAMODUMP_START_SLEEP_S:.0f} s of thread-start "
+                                     f"sleeps (1.11.1); it has no thread setting"))
 
     mismatched = [r["contender"] for r in rows if r["items"] != n]
-    common.print_table(f"EXPORT of {n:,} items (~1 KB) from dynalite, TotalSegments {segments}", rows,
-                       rows[0]["contender"])
+    print(f"\nEXPORT of {n:,} items from {SERVER}\n{common.markdown_table(rows)}", flush=True)
     if mismatched:
         print(f"WARNING: item counts differ from {n}: {mismatched}")
     return {"benchmark": "export", "items": n, "segments": segments, "readers_per_task": args.readers_per_task,
-            "rows": rows, "load_table_s": round(bench.load_s, 2)}
+            "rows": rows, "mismatched": mismatched}
 
 
 def main(argv=None) -> None:

@@ -6,6 +6,7 @@ started with zero CREATING/DELETING/UPDATING delays, so table set-up never pads 
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -130,6 +131,27 @@ def items(n: int, range_key: bool = True, seed: int = SEED) -> Iterator[Dict[str
         yield make_item(rnd, i, range_key)
 
 
+def wire_json(value: Any) -> Any:
+    """An item (or attribute value) of the low-level client's form as DynamoDB's wire JSON: binaries base64."""
+    if isinstance(value, dict):
+        return {k: wire_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [wire_json(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+def write_items_file(path: str, n: int, range_key: bool = True) -> str:
+    """The benchmark's ``n`` items, one wire-JSON line each (the raw write loop's source, the stand-in's table)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for item in items(n, range_key):
+            handle.write(json.dumps(wire_json(item), ensure_ascii=False, separators=(",", ":")))
+            handle.write("\n")
+    return path
+
+
 def batch_write(client: Any, table: str, batch: List[Dict[str, Any]]) -> None:
     """One BatchWriteItem of <= 25 puts, re-sending UnprocessedItems until none are left."""
     request = {table: [{"PutRequest": {"Item": item}} for item in batch]}
@@ -223,26 +245,84 @@ def build_spark(app: str, conf: Optional[Dict[str, str]] = None):
     return build_session(app, settings)
 
 
-def print_table(title: str, rows: Sequence[Dict[str, Any]], reference: str) -> None:
-    """contender | seconds | items/s | ddbvault x faster (the contender's seconds over ``reference``'s: > 1 means
-    ddbvault is faster; for the raw contenders it is ddbvault's share of their throughput)."""
-    ref = next((r for r in rows if r["contender"] == reference), None)
-    print(f"\n{title}")
-    print(f"{'contender':<52} {'seconds':>8} {'items/s':>9} {'ddbvault x faster':>18} {'load1':>6}")
-    for row in rows:
-        ratio = ""
-        if ref and ref.get("seconds"):
-            ratio = f"{row['seconds'] / ref['seconds']:.2f}"
-            row["ddbvault_x_faster"] = round(row["seconds"] / ref["seconds"], 3)
-        print(f"{row['contender']:<52} {row['seconds']:>8.2f} {row['items_per_s'] or 0:>9,.0f} {ratio:>18} "
-              f"{row.get('load1', 0):>6.2f}")
-
-
-def row(contender: str, seconds: float, n: int, load: float, **extra: Any) -> Dict[str, Any]:
-    out = {"contender": contender, "seconds": round(seconds, 3), "items": n,
-           "items_per_s": round(n / seconds, 1) if seconds else None, "load1": round(load, 2)}
+def cpu_row(benchmark: str, server: str, contender: str, n: int, wall_s: float, *,
+            cpu_s: Optional[float], load: float, **extra: Any) -> Dict[str, Any]:
+    """One contender's figures: wall, items/s, CPU seconds of our processes, CPU s per 100k items and items/s
+    per core (items over CPU seconds: what one fully busy core would sustain)."""
+    out: Dict[str, Any] = {
+        "benchmark": benchmark, "server": server, "contender": contender, "items": n,
+        "wall_s": round(wall_s, 2), "items_per_s": round(n / wall_s, 1) if wall_s else None,
+        "cpu_s": None if cpu_s is None else round(cpu_s, 2),
+        "cpu_s_per_100k": round(cpu_s * 100_000 / n, 2) if cpu_s and n else None,
+        "items_per_core_s": round(n / cpu_s, 1) if cpu_s else None, "load1": round(load, 2)}
     out.update(extra)
     return out
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and digits == 0:
+        return f"{value:,.0f}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+TABLE_HEAD = ("| benchmark | server | contender | items | wall s | items/s | CPU s | CPU s / 100k items "
+              "| items/s per core | notes |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
+def markdown_table(rows: Sequence[Dict[str, Any]]) -> str:
+    """Every row as one markdown table (the README's layout)."""
+    lines = [TABLE_HEAD]
+    for r in rows:
+        lines.append(f"| {r['benchmark']} | {r['server']} | {r['contender']} | {_fmt(r['items'])} "
+                     f"| {_fmt(r['wall_s'], 2)} | {_fmt(r['items_per_s'], 0)} | {_fmt(r['cpu_s'], 2)} "
+                     f"| {_fmt(r['cpu_s_per_100k'], 2)} | {_fmt(r['items_per_core_s'], 0)} | {r.get('notes', '')} |")
+    return "\n".join(lines)
+
+
+def server_pids() -> List[int]:
+    """This process's children that are servers (dynalite, the wire-speed stand-in): never counted as ours."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        head = [os.path.basename(arg) for arg in cmdline.split(b"\0")[:2]]
+        if ppid == os.getpid() and (b"dynalite" in head or b"wirespeed.py" in head):
+            found.append(int(name))
+    return found
+
+
+def measured_in_process(fn: Callable[[], Any]) -> tuple:
+    """(wall s, CPU s of this process's tree without the servers, result, load) of one call."""
+    import cpu
+
+    load = load_average()
+    servers = server_pids()
+    if not servers:
+        print("WARNING: no server process found among this process's children; nothing left out of the CPU figure")
+    clock = cpu.TreeClock(servers).start()
+    result = fn()
+    clock.stop()
+    return clock.wall_s, clock.cpu_s, result, load
+
+
+def measured_process(cmd: List[str], log_name: str) -> tuple:
+    """(wall s, CPU s of the whole process tree, stdout, load) of ``cmd`` run as a child (``cpu.measure``)."""
+    import cpu
+
+    load = load_average()
+    found = cpu.measure(cmd, os.path.join(OUT_DIR, log_name))
+    return found["wall_s"], found["cpu_s"], found["stdout"], load
 
 
 def write_json(name: str, value: Any) -> str:

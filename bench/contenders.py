@@ -1,0 +1,168 @@
+"""The raw boto3 contenders, each run as a process of its own so its CPU is measured like a job's
+(``cpu.measure``): plain low-level-client loops, as a person would write them without ddbvault.
+
+    python bench/contenders.py scan --table T --threads N --segments S [--json-fast-path]
+    python bench/contenders.py write --table T --threads N --items-file ITEMS.jsonl [--hash-only]
+
+``scan``: TotalSegments S shared by N threads (one client each), items counted then dropped. With
+``--json-fast-path`` a botocore ``before-parse`` hook hands the page's ``Items`` over as ``json.loads`` (in C)
+made them, instead of botocore's per-attribute parsing: the same trick ddbvault's scan uses.
+``write``: the items file (DynamoDB wire JSON, binaries base64) is read and decoded into the client's form
+(binaries as bytes), the table created, then N threads send BatchWriteItem of 25 puts, re-sending
+``UnprocessedItems`` with backoff. Both print one JSON line: items, wall_s and cpu_s of the loop itself (this
+process's own getrusage), next to which the caller has the whole process's figures.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import queue
+import resource
+import sys
+import threading
+import time
+from typing import Any, Dict, List
+
+import boto3
+from botocore.config import Config
+
+
+def client():
+    return boto3.client("dynamodb", config=Config(max_pool_connections=64, retries={"mode": "standard"}))
+
+
+def _json_items(response_dict: Dict[str, Any], customized_response_dict: Dict[str, Any], **_: Any) -> None:
+    if response_dict.get("status_code") != 200:
+        return
+    body = json.loads(response_dict["body"])
+    items = body.pop("Items", None)
+    if items is not None:
+        customized_response_dict["Items"] = items
+        response_dict["body"] = json.dumps(body).encode("utf-8")
+
+
+def scan(args: argparse.Namespace) -> int:
+    todo: queue.Queue[int] = queue.Queue()
+    for segment in range(args.segments):
+        todo.put(segment)
+    counts: List[int] = []
+    errors: List[BaseException] = []
+
+    def work() -> None:
+        ddb = client()
+        if args.json_fast_path:
+            ddb.meta.events.register("before-parse.dynamodb.Scan", _json_items)
+        seen = 0
+        try:
+            while True:
+                try:
+                    segment = todo.get_nowait()
+                except queue.Empty:
+                    break
+                kwargs: Dict[str, Any] = {"TableName": args.table, "Segment": segment,
+                                          "TotalSegments": args.segments}
+                while True:
+                    page = ddb.scan(**kwargs)
+                    if args.json_fast_path:
+                        seen += len(page.get("Items", []))
+                    else:
+                        seen += len(page["Items"])
+                    if not page.get("LastEvaluatedKey"):
+                        break
+                    kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except BaseException as exc:
+            errors.append(exc)
+        counts.append(seen)
+
+    run(work, args.threads, errors)
+    return sum(counts)
+
+
+def _decode(value: Dict[str, Any]) -> Dict[str, Any]:
+    """Wire JSON to the low-level client's form: B and BS as bytes, M and L walked."""
+    (tag, inner), = value.items()
+    if tag == "B":
+        return {"B": base64.b64decode(inner)}
+    if tag == "BS":
+        return {"BS": [base64.b64decode(v) for v in inner]}
+    if tag == "M":
+        return {"M": {k: _decode(v) for k, v in inner.items()}}
+    if tag == "L":
+        return {"L": [_decode(v) for v in inner]}
+    return value
+
+
+def write(args: argparse.Namespace) -> int:
+    with open(args.items_file, encoding="utf-8") as handle:
+        items = [{k: _decode(v) for k, v in json.loads(line).items()} for line in handle if line.strip()]
+    attrs = [{"AttributeName": "pk", "AttributeType": "S"}]
+    keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    if not args.hash_only:
+        attrs.append({"AttributeName": "sk", "AttributeType": "N"})
+        keys.append({"AttributeName": "sk", "KeyType": "RANGE"})
+    ddb = client()
+    ddb.create_table(TableName=args.table, AttributeDefinitions=attrs, KeySchema=keys, BillingMode="PAY_PER_REQUEST")
+    ddb.get_waiter("table_exists").wait(TableName=args.table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    source = iter(items)
+    lock = threading.Lock()
+    errors: List[BaseException] = []
+    written = [0]
+
+    def work() -> None:
+        mine = client()
+        try:
+            while True:
+                with lock:
+                    batch = [item for _, item in zip(range(25), source)]
+                    written[0] += len(batch)
+                if not batch:
+                    return
+                request = {args.table: [{"PutRequest": {"Item": item}} for item in batch]}
+                delay = 0.05
+                while request:
+                    request = mine.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                    if request:
+                        time.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    run(work, args.threads, errors)
+    return written[0]
+
+
+def run(work, threads: int, errors: List[BaseException]) -> None:
+    pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    one = sub.add_parser("scan")
+    one.add_argument("--table", required=True)
+    one.add_argument("--threads", type=int, required=True)
+    one.add_argument("--segments", type=int, required=True)
+    one.add_argument("--json-fast-path", action="store_true")
+    two = sub.add_parser("write")
+    two.add_argument("--table", required=True)
+    two.add_argument("--threads", type=int, required=True)
+    two.add_argument("--items-file", required=True)
+    two.add_argument("--hash-only", action="store_true")
+    args = parser.parse_args(argv)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0, wall0 = usage.ru_utime + usage.ru_stime, time.perf_counter()
+    items = scan(args) if args.what == "scan" else write(args)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"items": items, "wall_s": round(time.perf_counter() - wall0, 3),
+                      "cpu_s": round(usage.ru_utime + usage.ru_stime - cpu0, 3)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
