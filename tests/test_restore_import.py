@@ -286,3 +286,32 @@ def test_the_job_exits_1_with_one_line_and_a_summary_when_the_import_cannot_run(
     summary = json.loads(out.strip().splitlines()[-1])
     assert (summary["status"], summary["method"], summary["table"]) == ("failed", "import", replica)
     assert tables.describe(replica, REGION_B) is None
+
+
+def test_auto_imports_from_the_threshold_and_falls_back_when_import_is_denied(monkeypatch, spark, clients, source,
+                                                                              replica):
+    """``auto`` with the threshold under this vault's size imports; a role that may not import (ImportTable
+    denied, nothing created) gets the same restore by BatchWriteItem, and says so."""
+    _, ddb_b = clients
+    _, vault, expected = source
+    monkeypatch.setattr(importer, "AUTO_IMPORT_MIN_BYTES", 1024)
+    summary = restore(spark, vault, replica)
+    assert (summary["method"], summary["mode"], summary["imported_items"]) == ("import", "import", N_ITEMS)
+    assert summary["method_reason"].startswith("a new table without LSIs and 0.0 GiB of items: ImportTable")
+    assert table_texts(ddb_b, replica) == expected
+    ddb_b.update_table(TableName=replica, DeletionProtectionEnabled=False)
+    ddb_b.delete_table(TableName=replica)
+
+    def denied(params, region):
+        raise importer.ImportNotAllowed(f"ImportTable of table {replica} in region {region} was denied: grant ...")
+
+    monkeypatch.setattr(importer, "start", denied)
+    summary = restore(spark, vault, replica)
+    assert (summary["method"], summary["mode"], summary["items_written"]) == ("batch-write", "load", N_ITEMS)
+    assert summary["method_reason"].endswith("; but ImportTable was denied")
+    assert [n for n in summary["notes"] if "ImportTable was not allowed" in n] == [
+        f"ImportTable was not allowed, so the items were written with BatchWriteItem (ImportTable of table "
+        f"{replica} in region {REGION_B} was denied: grant ...)"]
+    assert table_texts(ddb_b, replica) == expected
+    with pytest.raises(importer.ImportNotAllowed):  # an explicit --method import does not fall back
+        restore(spark, vault, name("imp-rep"), method="import")

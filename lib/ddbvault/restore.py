@@ -191,7 +191,17 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
     run.summary.update(method=method, method_reason=why)
     log.info("restore %s: method %s (%s)", opts.table, method, why)
     if method == "import":
-        return restore_by_import(spark, opts, view, meta=meta, notes=notes, run=run)
+        noted = len(notes)
+        try:
+            return restore_by_import(spark, opts, view, meta=meta, notes=notes, run=run)
+        except importer.ImportNotAllowed as exc:
+            if opts.method != "auto":
+                raise
+            # Nothing was created and the staging files are gone: the same restore, with BatchWriteItem.
+            del notes[noted:]
+            notes.append(f"ImportTable was not allowed, so the items were written with BatchWriteItem ({exc})")
+            run.summary.update(method="batch-write", method_reason=f"{why}; but ImportTable was denied")
+            log.warning("restore %s: %s; loading with BatchWriteItem", opts.table, exc)
     manifest = None
     if existing is not None:
         manifest_uri = layout.join(manifests, restore_id(view.label, existing), "manifest.json")

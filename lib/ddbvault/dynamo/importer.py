@@ -140,12 +140,23 @@ def check_staging(bucket: str, region: Optional[str]) -> None:
                          f"may write, or --method batch-write") from exc
 
 
+class ImportNotAllowed(TableError):
+    """ImportTable was refused for want of permission (nothing was created): ``auto`` loads with BatchWriteItem."""
+
+
 def start(params: Dict[str, Any], region: str) -> Dict[str, Any]:
-    """ImportTable; its ImportTableDescription."""
+    """ImportTable; its ImportTableDescription. Raises :class:`ImportNotAllowed` when the role may not import."""
     table = params["TableCreationParameters"]["TableName"]
     try:
         return aws.client("dynamodb", region).import_table(**params)["ImportTableDescription"]
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        if exc.response["Error"].get("Code") in ("AccessDeniedException", "AccessDenied"):
+            raise ImportNotAllowed(f"ImportTable of table {table} in region {region} was denied: grant the job's "
+                                   f"role dynamodb:ImportTable and dynamodb:DescribeImport, s3:GetObject and "
+                                   f"s3:ListBucket on the staging prefix and CloudWatch Logs writes, or use "
+                                   f"--method batch-write") from exc
+        raise tables.table_error(table, region, exc) from exc
+    except BotoCoreError as exc:
         raise tables.table_error(table, region, exc) from exc
 
 
