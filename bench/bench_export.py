@@ -12,7 +12,7 @@ All contenders read the same table on the same server, back to back in one run:
 
 Child processes are measured by ``cpu.measure`` (a subreaper wrapper and ``os.wait4``). Never asserts on time.
 
-    .venv/bin/python bench/bench_export.py [--items 100000] [--segments S] [--scan-grid 2x2,4x4,4x8,8x8,8x16]
+    .venv/bin/python bench/bench_export.py [--items 100000] [--segments S] [--scan-grid 2x2,4x4,8x8,8x16]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segments", type=int, help="Scan TotalSegments for ddbvault "
                                                      "(default: what ddbvault plans for this table)")
     parser.add_argument("--readers-per-task", type=int, default=4, help="ddbvault's concurrent readers per task")
-    parser.add_argument("--scan-grid", default="2x2,4x4,4x8,8x8,8x16",
+    parser.add_argument("--scan-grid", default="2x2,4x4,8x8,8x16",
                         help="raw scan configurations swept, THREADSxSEGMENTS, comma-separated")
 
 
@@ -52,12 +52,14 @@ def raw_scan_sweep(table: str, configs: List[Tuple[int, int]], *, json_path: boo
         wall, cpu_s, out, load = common.measured_process(cmd, f"raw-scan-{server}-{threads}x{segments}.log")
         inner = common.last_json_line(out)
         tried.append({"threads": threads, "segments": segments, "wall_s": round(wall, 2), "cpu_s": round(cpu_s, 2),
-                      "items": int(inner.get("items") or 0), "loop_cpu_s": inner.get("cpu_s"), "load1": load})
+                      "items": int(inner.get("items") or 0),
+                      "server_cpu_s": common.last_server_cpu(), "loop_cpu_s": inner.get("cpu_s"), "load1": load})
     best = min(tried, key=lambda t: t["wall_s"])
     name = "raw boto3 segmented scan" + (" + JSON fast path" if json_path else "")
     sweep = ", ".join(f"{t['threads']}x{t['segments']} {t['wall_s']:.1f}s" for t in tried)
     return common.cpu_row(benchmark, server, f"{name}, best {best['threads']} threads x {best['segments']} segments",
-                          best["items"], best["wall_s"], cpu_s=best["cpu_s"], load=best["load1"], sweep=tried,
+                          best["items"], best["wall_s"], cpu_s=best["cpu_s"], load=best["load1"],
+                          server_cpu_s=best["server_cpu_s"], sweep=tried,
                           notes=f"sweep (threads x segments, wall): {sweep}")
 
 
@@ -85,7 +87,8 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
     wall, cpu_s, summary, load = common.measured_in_process(
         lambda: export_table(options, Run(job="export_table"), spark))
     rows.append(common.cpu_row("export", SERVER, "ddbvault export_table, Spark up (in process)", summary["items"],
-                               wall, cpu_s=cpu_s, load=load, segments=segments, tasks=summary.get("tasks"),
+                               wall, cpu_s=cpu_s, load=load,
+                               server_cpu_s=common.last_server_cpu(), segments=segments, tasks=summary.get("tasks"),
                                notes=f"{segments} segments, {summary.get('tasks')} tasks x "
                                      f"{args.readers_per_task} readers"))
 
@@ -99,7 +102,8 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
         job = common.last_json_line(out)
         scan_write = job.get("scan_write_s")
         rows.append(common.cpu_row("export", SERVER, "ddbvault jobs/export_table.py, whole job (JVM start incl.)",
-                                   int(job.get("items") or 0), wall, cpu_s=cpu_s, load=load, scan_write_s=scan_write,
+                                   int(job.get("items") or 0), wall, cpu_s=cpu_s, load=load,
+                                   server_cpu_s=common.last_server_cpu(), scan_write_s=scan_write,
                                    notes=f"its scan and write {scan_write:.1f} s" if scan_write else ""))
 
     configs = grid(args.scan_grid)
@@ -115,6 +119,7 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
     # a single-table backup down its wildcard path, which starts 25 workers 1 s apart (sleeping, no CPU).
     rows.append(common.cpu_row("export", SERVER, "dynamodump -m backup (1 scanning thread, JSON files)",
                                common.dump_item_count(bench.dump_dir, bench.table), wall, cpu_s=cpu_s, load=load,
+                               server_cpu_s=common.last_server_cpu(),
                                notes=f"wall includes its {common.DYNAMODUMP_START_SLEEP_S:.0f} s of thread-start "
                                      f"sleeps (1.11.1); it has no thread setting"))
 

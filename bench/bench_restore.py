@@ -12,7 +12,7 @@ that table inside its timing; every table's items are counted afterwards (a COUN
    items from a wire-JSON file, decodes binaries, creates the table, then sends BatchWriteItem of 25 puts.
 3. ``dynamodump -m restore`` of the dump the export benchmark made (it has no thread setting).
 
-    .venv/bin/python bench/bench_restore.py [--items 100000] [--writers-per-task W] [--write-threads 4,8,16]
+    .venv/bin/python bench/bench_restore.py [--items 100000] [--writers-per-task W] [--write-threads 4,8]
 
 Run alone it first makes the vault and the dump itself (untimed).
 """
@@ -31,7 +31,7 @@ SERVER = "dynalite"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--writers-per-task", type=int, default=4, help="ddbvault's concurrent writers per task")
-    parser.add_argument("--write-threads", default="4,8,16",
+    parser.add_argument("--write-threads", default="4,8",
                         help="thread counts swept for the raw BatchWriteItem loop, comma-separated")
 
 
@@ -65,13 +65,15 @@ def raw_write_sweep(items_file: str, hash_only: bool, threads_list: List[int], s
         cmd = [sys.executable, os.path.join(common.BENCH_DIR, "contenders.py"), "write", "--table", table,
                "--threads", str(threads), "--items-file", items_file] + (["--hash-only"] if hash_only else [])
         wall, cpu_s, out, load = common.measured_process(cmd, f"raw-write-{server}-{threads}.log")
-        inner = common.last_json_line(out)
+        inner, server_cpu_s = common.last_json_line(out), common.last_server_cpu()
         tried.append({"threads": threads, "wall_s": round(wall, 2), "cpu_s": round(cpu_s, 2), "items": count(table),
-                      "loop_cpu_s": inner.get("cpu_s"), "loop_wall_s": inner.get("wall_s"), "load1": load})
+                      "server_cpu_s": server_cpu_s, "loop_cpu_s": inner.get("cpu_s"),
+                      "loop_wall_s": inner.get("wall_s"), "load1": load})
     best = min(tried, key=lambda t: t["wall_s"])
     sweep = ", ".join(f"{t['threads']} {t['wall_s']:.1f}s" for t in tried)
     return common.cpu_row("restore", server, f"raw boto3 BatchWriteItem loop, best {best['threads']} threads",
-                          best["items"], best["wall_s"], cpu_s=best["cpu_s"], load=best["load1"], sweep=tried,
+                          best["items"], best["wall_s"], cpu_s=best["cpu_s"], load=best["load1"],
+                          server_cpu_s=best["server_cpu_s"], sweep=tried,
                           load_s=best["loop_wall_s"], notes=f"sweep (threads, wall): {sweep}")
 
 
@@ -96,7 +98,8 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
     wall, cpu_s, summary, load = common.measured_in_process(
         lambda: restore_table(options, Run(job="restore_table"), spark))
     rows.append(common.cpu_row("restore", SERVER, "ddbvault restore_table, Spark up (in process)",
-                               counted("restored_ddbvault"), wall, cpu_s=cpu_s, load=load, load_s=summary.get("load_s"),
+                               counted("restored_ddbvault"), wall, cpu_s=cpu_s, load=load,
+                               server_cpu_s=common.last_server_cpu(), load_s=summary.get("load_s"),
                                method=summary.get("method"), partitions=summary.get("partitions"),
                                notes=fixed_note(wall, summary.get("load_s"), summary.get("method"))))
 
@@ -107,7 +110,8 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
         wall, cpu_s, out, load = common.measured_process(cmd, "restore-job.log")
         job = common.last_json_line(out)
         rows.append(common.cpu_row("restore", SERVER, "ddbvault jobs/restore_table.py, whole job (JVM start incl.)",
-                                   counted("restored_job"), wall, cpu_s=cpu_s, load=load, load_s=job.get("load_s"),
+                                   counted("restored_job"), wall, cpu_s=cpu_s, load=load,
+                                   server_cpu_s=common.last_server_cpu(), load_s=job.get("load_s"),
                                    method=job.get("method"),
                                    notes=fixed_note(wall, job.get("load_s"), job.get("method"))))
 
@@ -122,6 +126,7 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
     wall, cpu_s, _, load = common.measured_process(cmd, "dynamodump-restore.log")
     rows.append(common.cpu_row("restore", SERVER, "dynamodump -m restore (1 writing thread)",
                                counted("restored_dynamodump"), wall, cpu_s=cpu_s, load=load,
+                               server_cpu_s=common.last_server_cpu(),
                                notes="it has no thread setting"))
 
     mismatched = [r["contender"] for r in rows if r["items"] != n]

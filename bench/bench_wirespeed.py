@@ -16,8 +16,8 @@ stand-in and nothing else. In order, on one table of ``--items`` items:
 CPU: this process's tree for the in-process rows, ``cpu.measure`` for child processes; never the stand-in's.
 Never asserts on time.
 
-    .venv/bin/python bench/bench_wirespeed.py [--items 100000] [--hash-only] [--scan-grid 4x4,8x8]
-                                              [--write-threads 4,8]
+    .venv/bin/python bench/bench_wirespeed.py [--items 100000] [--hash-only] [--wire-scan-grid 4x4,8x8]
+                                              [--wire-write-threads 4,8]
 """
 from __future__ import annotations
 
@@ -78,10 +78,11 @@ def run(args: argparse.Namespace, workdir: str) -> Dict[str, Any]:
         def job(name: str, argv: List[str]) -> tuple:
             found = common.measured_process([sys.executable, os.path.join(common.REPO_ROOT, "jobs", name), *argv],
                                             f"wirespeed-{name}.log")
-            return found[0], found[1], common.last_json_line(found[2]), found[3]
+            return found[0], found[1], common.last_json_line(found[2]), found[3], common.last_server_cpu()
 
         def add(what: str, contender: str, items: int, figures: tuple, notes: str = "", **extra: Any) -> None:
             rows.append(common.cpu_row(what, SERVER, contender, items, figures[0], cpu_s=figures[1], load=figures[3],
+                                       server_cpu_s=figures[4] if len(figures) > 4 else common.last_server_cpu(),
                                        notes=notes, **extra))
 
         vault_a = common.fresh_dir(os.path.join(workdir, "vault-a"))

@@ -246,15 +246,19 @@ def build_spark(app: str, conf: Optional[Dict[str, str]] = None):
 
 
 def cpu_row(benchmark: str, server: str, contender: str, n: int, wall_s: float, *,
-            cpu_s: Optional[float], load: float, **extra: Any) -> Dict[str, Any]:
+            cpu_s: Optional[float], load: float, server_cpu_s: Optional[float] = None,
+            **extra: Any) -> Dict[str, Any]:
     """One contender's figures: wall, items/s, CPU seconds of our processes, CPU s per 100k items and items/s
-    per core (items over CPU seconds: what one fully busy core would sustain)."""
+    per core (items over CPU seconds: what one fully busy core would sustain), and beside them the server's own
+    CPU seconds over the same span (never ours: it shows how busy the server was, in cores)."""
     out: Dict[str, Any] = {
         "benchmark": benchmark, "server": server, "contender": contender, "items": n,
         "wall_s": round(wall_s, 2), "items_per_s": round(n / wall_s, 1) if wall_s else None,
         "cpu_s": None if cpu_s is None else round(cpu_s, 2),
         "cpu_s_per_100k": round(cpu_s * 100_000 / n, 2) if cpu_s and n else None,
-        "items_per_core_s": round(n / cpu_s, 1) if cpu_s else None, "load1": round(load, 2)}
+        "items_per_core_s": round(n / cpu_s, 1) if cpu_s else None, "load1": round(load, 2),
+        "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 2),
+        "server_cores_busy": round(server_cpu_s / wall_s, 2) if server_cpu_s is not None and wall_s else None}
     out.update(extra)
     return out
 
@@ -269,8 +273,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _server(r: Dict[str, Any]) -> str:
+    if r.get("server_cpu_s") is None:
+        return ""
+    return f"{r['server_cpu_s']:.1f} ({r['server_cores_busy']:.2f})"
+
+
 TABLE_HEAD = ("| benchmark | server | contender | items | wall s | items/s | CPU s | CPU s / 100k items "
-              "| items/s per core | notes |\n|---|---|---|---|---|---|---|---|---|---|")
+              "| items/s per core | server CPU s (cores busy) | notes |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def markdown_table(rows: Sequence[Dict[str, Any]]) -> str:
@@ -279,7 +289,8 @@ def markdown_table(rows: Sequence[Dict[str, Any]]) -> str:
     for r in rows:
         lines.append(f"| {r['benchmark']} | {r['server']} | {r['contender']} | {_fmt(r['items'])} "
                      f"| {_fmt(r['wall_s'], 2)} | {_fmt(r['items_per_s'], 0)} | {_fmt(r['cpu_s'], 2)} "
-                     f"| {_fmt(r['cpu_s_per_100k'], 2)} | {_fmt(r['items_per_core_s'], 0)} | {r.get('notes', '')} |")
+                     f"| {_fmt(r['cpu_s_per_100k'], 2)} | {_fmt(r['items_per_core_s'], 0)} | {_server(r)} "
+                     f"| {r.get('notes', '')} |")
     return "\n".join(lines)
 
 
@@ -302,6 +313,21 @@ def server_pids() -> List[int]:
     return found
 
 
+_SERVER_CPU: Dict[str, Optional[float]] = {"last": None}
+
+
+def servers_cpu() -> float:
+    """CPU seconds the servers (and their own children) have used so far."""
+    import cpu
+
+    return sum(cpu.tree_cpu(pid) for pid in server_pids())
+
+
+def last_server_cpu() -> Optional[float]:
+    """The servers' CPU seconds over the last ``measured_*`` call."""
+    return _SERVER_CPU["last"]
+
+
 def measured_in_process(fn: Callable[[], Any]) -> tuple:
     """(wall s, CPU s of this process's tree without the servers, result, load) of one call."""
     import cpu
@@ -310,9 +336,11 @@ def measured_in_process(fn: Callable[[], Any]) -> tuple:
     servers = server_pids()
     if not servers:
         print("WARNING: no server process found among this process's children; nothing left out of the CPU figure")
+    before = servers_cpu()
     clock = cpu.TreeClock(servers).start()
     result = fn()
     clock.stop()
+    _SERVER_CPU["last"] = servers_cpu() - before
     return clock.wall_s, clock.cpu_s, result, load
 
 
@@ -321,7 +349,9 @@ def measured_process(cmd: List[str], log_name: str) -> tuple:
     import cpu
 
     load = load_average()
+    before = servers_cpu()
     found = cpu.measure(cmd, os.path.join(OUT_DIR, log_name))
+    _SERVER_CPU["last"] = servers_cpu() - before
     return found["wall_s"], found["cpu_s"], found["stdout"], load
 
 

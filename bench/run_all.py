@@ -9,7 +9,7 @@
 Prints the table and a summary against the issue's targets; the figures go to ``bench/.out/bench-<time>.json``,
 ``bench/.out/latest.json`` and the table to ``bench/.out/latest.md``. Never asserts on time.
 
-    .venv/bin/python bench/run_all.py [--items 100000] [--scan-grid 2x2,4x4,4x8,8x8,8x16] [--write-threads 4,8,16]
+    .venv/bin/python bench/run_all.py [--items 100000] [--scan-grid 2x2,4x4,8x8,8x16] [--write-threads 4,8]
                                       [--wire-scan-grid 4x4,8x8] [--wire-write-threads 4,8] [--skip-wirespeed]
                                       [--with-budget]
     make bench
