@@ -39,10 +39,10 @@ from jobs_helpers import create_table, every_type, name, put_items, scan_all, te
 from test_merge import assert_same, export, merge, vault_item_texts
 
 from ddbvault.changes import lambda_sink
-from ddbvault.errors import ChangeRecordError, ExportError, StreamGapError
+from ddbvault.errors import ChangeRecordError, ExportError, StreamGapError, VaultError
 from ddbvault.merge import MergeOptions, merge_increments
 from ddbvault.runner import Run
-from ddbvault.vault import changelog, items
+from ddbvault.vault import changelog, items, pointintime
 from servers import REGION_A, REGION_B
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -240,16 +240,24 @@ def test_every_file_source_gives_the_streams_vault_exactly_once(spark, ddb, tmp_
     merge_files(spark, table, by_kinesis, f"s3://{bucket}/k-{table}", "kinesis")
     assert_same(vault_item_texts(spark, by_kinesis), want)
 
-    # Incremental exports: two windows that meet, the first reaching back before the vault's export.
+    # Incremental exports: two windows that meet (at a whole second), the first reaching back before the export.
     arn = client.describe_table(TableName=table)["Table"]["TableArn"]
-    middle = records[len(records) // 2]["micros"]
+    middle = (records[len(records) // 2]["micros"] // 10**6 + 1) * 10**6
     land_incremental(records, bucket, f"e-{table}", s3, arn, start=records[0]["micros"] - 10**6, end=middle)
-    land_incremental(records, bucket, f"e-{table}", s3, arn, start=middle, end=records[-1]["micros"] + 1)
+    end = max(records[-1]["micros"] + 1, middle + 10**6)
+    land_incremental(records, bucket, f"e-{table}", s3, arn, start=middle, end=end)
     got = merge_files(spark, table, by_export, f"s3://{bucket}/e-{table}", "incremental-export")
     assert_same(vault_item_texts(spark, by_export), want)
     assert len(got["exports_applied"]) == 2
-    assert got["recoverable_until"] == (EPOCH + timedelta(microseconds=records[-1]["micros"] + 1)
-                                        - timedelta(seconds=1)).isoformat()
+    # An incremental export holds each item's last change in its window: the vault answers at a window's end,
+    # exactly as the stream's vault does, and refuses a moment inside one.
+    at_end = EPOCH + timedelta(microseconds=middle) - timedelta(seconds=1)
+    from_stream = sorted(r.item for r in pointintime.view(spark, by_stream, as_of_time=at_end).frame.collect())
+    from_exports = sorted(r.item for r in pointintime.view(spark, by_export, as_of_time=at_end).frame.collect())
+    assert_same(from_exports, from_stream)
+    with pytest.raises(VaultError, match="an incremental export's end"):
+        pointintime.view(spark, by_export, as_of_time=at_end - timedelta(seconds=1))
+    assert got["recoverable_until"] == (EPOCH + timedelta(microseconds=end) - timedelta(seconds=1)).isoformat()
 
     # Reruns add nothing: no file is read again, items keep their version.
     for vault, prefix, fmt in ((by_lambda, "l", "lambda"), (by_kinesis, "k", "kinesis"),
@@ -302,7 +310,8 @@ def test_a_gap_between_incremental_exports_is_refused_with_the_window(spark, ddb
     assert not changelog.exists(spark, vault, REGION_B)
 
 
-@pytest.mark.parametrize("damage", ["truncated gzip", "another table", "missing data file"])
+@pytest.mark.parametrize("damage", ["truncated gzip", "another table", "missing data file", "landing after the export",
+                                    "firehose error folder"])
 def test_bad_files_are_refused_with_one_line_and_the_vault_unchanged(spark, ddb, tmp_path, landing, monkeypatch,  # noqa: PLR0917
                                                                       damage):
     bucket, s3 = landing
@@ -321,11 +330,18 @@ def test_bad_files_are_refused_with_one_line_and_the_vault_unchanged(spark, ddb,
         shaped[5]["tableName"] = "someone-else"
         land_firehose([shaped], bucket, prefix, s3, gzipped=True)
         fmt, error, words = "kinesis", ChangeRecordError, "record of table 'someone-else'"
-    else:
+    elif damage == "missing data file":
         arn = client.describe_table(TableName=table)["Table"]["TableArn"]
         land_incremental(records, bucket, prefix, s3, arn, start=records[0]["micros"] - 10**6,
                          end=records[-1]["micros"] + 1, missing=True)
         fmt, error, words = "incremental-export", ExportError, "not in S3"
+    elif damage == "landing after the export":  # the 12 puts before the export never landed
+        land_lambda(records[12:], bucket, prefix, monkeypatch)
+        fmt, error, words = "lambda", StreamGapError, "changes made in between may never have landed"
+    else:
+        land_firehose([[kinesis_record(r, table) for r in records]], bucket, prefix, s3, gzipped=True)
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/processing-failed/2026/11/27/10/x", Body=b"{}")
+        fmt, error, words = "kinesis", ChangeRecordError, "records Firehose could not deliver"
     before = items.newest_state(spark, vault)["version"]
     with pytest.raises(error) as caught:
         merge_files(spark, table, vault, f"s3://{bucket}/{prefix}", fmt)

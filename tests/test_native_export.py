@@ -147,7 +147,7 @@ def full_export_of(s3, bucket: str, table_arn: str, table_items: List[Dict[str, 
     files = [gz([{"Item": export_item(item)} for item in part]) for part in parts]
     return put_export(s3, bucket, kwargs.pop("prefix", "nightly"), table_arn, files=files,
                       counts=[len(p) for p in parts],
-                      export_time=kwargs.pop("export_time", datetime.now(timezone.utc) - timedelta(seconds=30)),
+                      export_time=kwargs.pop("export_time", datetime.now(timezone.utc)),
                       **kwargs)
 
 
@@ -304,7 +304,8 @@ def test_from_export_equals_a_scan_export_item_for_item(spark, src, tmp_path, sh
     keys, make_item = SHAPES[shape]
     table, description = _fill(client, made, keys, make_item, stream="NEW_AND_OLD_IMAGES")
     table_items = scan_all(client, table)
-    when = datetime.now(timezone.utc).replace(microsecond=123000) - timedelta(seconds=20)
+    # After the table's stream began (an export from before it is refused), on a millisecond like DynamoDB's.
+    when = (datetime.now(timezone.utc) + timedelta(seconds=1)).replace(microsecond=123000)
     folder = full_export_of(s3, export_bucket, description["TableArn"], table_items, export_time=when)
 
     scanned, native = str(tmp_path / "scanned"), str(tmp_path / "native")
@@ -347,6 +348,20 @@ def test_a_merge_after_from_export_brings_the_vault_to_the_table(spark, src, tmp
     assert sorted(r[2] for r in rows(spark, vault)) == texts(scan_all(client, table))
 
 
+def test_an_export_older_than_the_tables_stream_is_refused(spark, src, tmp_path):
+    """The stream's ARN label is its creation time: an export from before it cannot be brought up to date."""
+    client, made, s3, export_bucket = src
+    table, description = _fill(client, made, [("pk", "S")], lambda i: dict(every_type(i), pk={"S": f"k{i}"}),
+                               count=3, stream="NEW_AND_OLD_IMAGES")
+    folder = full_export_of(s3, export_bucket, description["TableArn"], scan_all(client, table),
+                            export_time=datetime.now(timezone.utc) - timedelta(hours=1))
+    vault = str(tmp_path / "vault")
+    with pytest.raises(ExportError, match=r"began .* after the export's moment .* take a new export"):
+        export_table(ExportOptions(table=table, vault=vault, region=REGION_A, from_export=folder),
+                     Run(job="export_table"), spark)
+    assert not os.path.exists(os.path.join(vault, "items"))
+
+
 def test_from_export_of_a_table_that_cannot_be_described_uses_the_vaults_capture(spark, src, tmp_path):
     client, made, s3, export_bucket = src
     keys, make_item = SHAPES["s_hash_b_range"]
@@ -381,7 +396,7 @@ def _bad_exports(s3, bucket, table_arn, table_items):
     good = [{"Item": export_item(item)} for item in table_items]
     half = len(good) // 2
     whole = [gz(good[:half]), gz(good[half:])]
-    when = datetime.now(timezone.utc) - timedelta(minutes=1)
+    when = datetime.now(timezone.utc)
     truncated = whole[1][: len(whole[1]) // 2]
     other = {"Item": {"id": {"N": "1"}, "name": {"S": "a record of another table"}}}
     return [

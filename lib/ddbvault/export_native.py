@@ -165,6 +165,15 @@ def check_export(manifest: native_export.ExportManifest, meta: Dict[str, Any], t
                           f"incomplete; take a new export")
 
 
+def stream_began(stream_arn: Optional[str]) -> Optional[datetime]:
+    """When a stream began: its ARN's label (``.../stream/2015-06-27T00:48:05.899``) is its creation time, UTC."""
+    label = (stream_arn or "").rsplit("/stream/", 1)[-1] if "/stream/" in (stream_arn or "") else ""
+    try:
+        return datetime.fromisoformat(label[:23]).replace(tzinfo=timezone.utc) if label else None
+    except ValueError:
+        return None
+
+
 def ingest(opts, run, spark=None) -> Dict[str, Any]:
     """Build (or refresh) ``opts.vault`` from a DynamoDB full export; returns the run's figures."""
     from ddbvault import export as scan_export
@@ -180,6 +189,11 @@ def ingest(opts, run, spark=None) -> Dict[str, Any]:
     assert export_time is not None  # read_manifest requires it of a full export
     view = scan_export.check_stream(description, opts.require_stream)
     stream_arn = description.get("LatestStreamArn")
+    began = stream_began(stream_arn)
+    if view and began is not None and began > export_time:
+        raise ExportError(f"the stream of table {opts.table} began {began.isoformat()}, after the export's moment "
+                          f"({export_time.isoformat()}): changes made in between are in neither, so a merge could "
+                          f"not bring this export up to date; take a new export (--start-export)")
     age = datetime.now(timezone.utc) - export_time
     if stream_arn and age > STREAM_HOLDS:
         log.warning("export %s holds the table as of %s, %s ago: the stream keeps 24 hours, so a merge cannot bring "

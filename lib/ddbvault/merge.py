@@ -269,7 +269,8 @@ def log_and_apply(spark, opts: MergeOptions, run, writer: lock.WriterLock, *, ro
     """Steps 3 and 4 of a batch, for any source: ``rows`` less what the log holds appended to the log with
     ``checkpoint`` in the same commit, then folded into items. Returns (counts by event, items figures)."""
     batch = int(checkpoint["batch"])
-    new_rows = _not_logged(spark, opts.vault, rows, opts.vault_region).cache()
+    new_rows = _not_logged(spark, opts.vault, rows, opts.vault_region,
+                           first_batch=int(checkpoint.get("stream_first_batch", 1))).cache()
     counts = {r["event_name"]: r["count"] for r in new_rows.groupBy("event_name").count().collect()}
     checkpoint["new_records"] = sum(counts.values())
     writer.check()
@@ -286,8 +287,10 @@ def log_and_apply(spark, opts: MergeOptions, run, writer: lock.WriterLock, *, ro
     return counts, dict(applied, replayed_since_export=replay)
 
 
-def _not_logged(spark, vault: str, rows, region: Optional[str] = None):
-    """``rows`` less those the change log already holds (same event id): a rerun logs nothing twice."""
+def _not_logged(spark, vault: str, rows, region: Optional[str] = None, *, first_batch: int = 1):
+    """``rows`` less those the change log already holds (same event id) since batch ``first_batch`` (where the
+    current source's span began): a rerun logs nothing twice, and a record another source logged before a new
+    export (a Lambda's eventID is the stream's) is logged again for the span that replays it."""
     from pyspark.sql import functions as F
 
     if not changelog.exists(spark, vault, region):
@@ -297,6 +300,7 @@ def _not_logged(spark, vault: str, rows, region: Optional[str] = None):
         return rows
     logged = changelog.read(spark, vault).where(
         (F.col(changelog.DAY) >= F.to_date(F.lit(first))) & (F.col("change_time") >= F.lit(first))
+        & (F.col(changelog.BATCH) >= first_batch)
     ).select("event_id")
     return rows.join(logged, on="event_id", how="left_anti").select(*records.CHANGE_COLUMNS)
 
@@ -321,7 +325,8 @@ def apply_batches(spark, vault: str, run_id: str, *, export: Dict[str, Any], che
         layout.PK, layout.SK, "event_name", layout.ITEM, layout.ITEM_SIZE, layout.CHANGE_TIME, layout.CHANGE_SEQ,
         F.lit(run_id).alias(layout.RUN_ID), F.lit(layout.SOURCE_STREAM).alias(layout.SOURCE),
         integrity.share_column(F.col(layout.ITEM)).alias(layout.ITEM_DIGEST))
-    state = {"export": export, "batch": batch, "replayed": True, "upper": cut.isoformat()}
+    state = {"export": export, "batch": batch, "replayed": True, "upper": cut.isoformat(),
+             "first_batch": int(checkpoint.get("stream_first_batch", 1))}
     if check is not None:
         check()
     metrics = items.merge_changes(spark, vault, newest, _commit(JOB, run_id, batch=batch, state=state), region)

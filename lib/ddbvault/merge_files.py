@@ -113,6 +113,42 @@ def _read(spark, plan: landed.FilePlan, files: List[landed.Landed], staging: str
     return spark.read.schema(records.change_schema()).parquet(staging).dropDuplicates(["event_id"])
 
 
+class _Span:
+    """The span of answerable time a batch adds to: the one going on, or a new one starting at the export."""
+
+    def __init__(self, *, fresh: bool, ledger: Dict[str, Any], first_batch: int, covered: List[List[Any]],
+                 complete_since: datetime, cut: datetime) -> None:
+        self.fresh, self.ledger, self.first_batch = fresh, ledger, first_batch
+        self.covered, self.complete_since, self.cut = covered, complete_since, cut
+
+    @classmethod
+    def go_on(cls, previous: Dict[str, Any], scan_started: datetime) -> _Span:
+        return cls(fresh=False, ledger=dict(previous.get("ledger") or {}),
+                   first_batch=int(previous.get("stream_first_batch", 1)),
+                   covered=[list(span) for span in previous.get("covered", [])],
+                   complete_since=datetime.fromisoformat(previous["complete_since"]),
+                   cut=datetime.fromisoformat(previous["cut"]))
+
+    @classmethod
+    def new(cls, previous: Optional[Dict[str, Any]], last_batch: int, export: Dict[str, Any],
+            scan_started: datetime) -> _Span:
+        return cls(fresh=True, ledger={}, first_batch=last_batch + 1,
+                   covered=[list(span) for span in (previous or {}).get("covered", [])]
+                   + [[export["committed_at"], None]],
+                   complete_since=scan_started, cut=scan_started)
+
+    def points(self, exports: List[native_export.ExportManifest], committed_at: datetime,
+               retention_days: float) -> List[List[str]]:
+        """Answerable time for incremental exports: each one holds an item's last change in its window only, so
+        the moments it can answer are the ends of its windows (a span [t, t]), not the time between them. The
+        open span the export began is dropped; ends older than the point-in-time window are let go."""
+        keep = [span for span in self.covered if span[1] is not None]
+        horizon = datetime.now(timezone.utc) - timedelta(days=retention_days)
+        keep = [span for span in keep if span[0] != span[1] or datetime.fromisoformat(span[1]) >= horizon]
+        ends = [m.to_time.isoformat() for m in exports if m.to_time >= committed_at]
+        return keep + [[end, end] for end in ends]
+
+
 def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, *,
                keys: Tuple[str, Optional[str]]) -> Dict[str, Any]:
     """One batch from the landed files (see the module docstring); returns its figures."""
@@ -136,52 +172,67 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, *,
         raise StreamGapError(f"{opts.vault} follows {was['format']} changes from {was['uri']}, not {source['format']} "
                              f"from {source['uri']}: two sources order changes differently, so switching needs a new "
                              f"base: {NEW_EXPORT} with --source")
-    if same:
-        ledger = dict(previous.get("ledger") or {})
-        first_batch = int(previous.get("stream_first_batch", 1))
-        covered = [list(span) for span in previous.get("covered", [])]
-        complete_since = datetime.fromisoformat(previous["complete_since"])
-        if not state.get("replayed") and scan_started < complete_since:
-            raise StreamGapError(f"the vault's export began {scan_started.isoformat()}, before the change log's first "
-                                 f"change from {source['uri']} ({complete_since.isoformat()}): {NEW_EXPORT}")
-    else:
-        ledger, first_batch, complete_since = {}, last_batch + 1, scan_started
-        covered = [list(span) for span in (previous or {}).get("covered", [])] + [[export["committed_at"], None]]
-
-    since = scan_started - REPLAY_SLACK
     fmt = opts.source_format
     started_export = None
+    exports: List[native_export.ExportManifest] = []
+    span = _Span.go_on(previous, scan_started) if same else _Span.new(previous, last_batch, export, scan_started)
+    if same and not state.get("replayed") and scan_started < span.complete_since:
+        raise StreamGapError(f"the vault's export began {scan_started.isoformat()}, before the change log's first "
+                             f"change from {source['uri']} ({span.complete_since.isoformat()}): {NEW_EXPORT}")
     if fmt == landed.INCREMENTAL:
         if opts.start_export:
-            reached = ledger.get("exported_to")
+            reached = span.ledger.get("exported_to")
             started_export = start_incremental(opts, datetime.fromisoformat(reached) if reached else scan_started)
-        exports, next_ledger = _pending_exports(opts, ledger, opts.table, scan_started)
+        try:
+            exports, next_ledger = _pending_exports(opts, span.ledger, opts.table, scan_started)
+        except StreamGapError:
+            if not (same and not state.get("replayed")):
+                raise
+            # A new export since: the exports may go on from it instead, as a new span of answerable time.
+            span = _Span.new(previous, last_batch, export, scan_started)
+            exports, next_ledger = _pending_exports(opts, span.ledger, opts.table, scan_started)
         files = [f for m in exports for f in landed.export_files(m)]
         missing = [u for m in exports for u in native_export.missing_files(m, opts.vault_region)]
         if missing:
             raise ExportError(f"the incremental export's manifest names {len(missing)} data files that are not in S3 "
                               f"(first: {missing[0]}): the export is incomplete; take it again")
     else:
-        files, next_ledger = _pending_files(opts, ledger, listed_at)
-        exports = []
+        files, next_ledger = _pending_files(opts, span.ledger, listed_at)
 
     batch = last_batch + 1
     staging = layout.join(opts.vault, layout.META_DIR, "staging", f"{run.run_id}-{batch}")
-    plan = landed.FilePlan(fmt, opts.table, keys[0], keys[1], opts.vault_region, run.run_id, since)
+    plan = landed.FilePlan(fmt, opts.table, keys[0], keys[1], opts.vault_region, run.run_id)
     log.info("merge %s from %s %s: %d new files", opts.table, fmt, opts.source, len(files))
     try:
         rows = _read(spark, plan, files, staging) if files else spark.createDataFrame([], records.change_schema())
+        if span.fresh:
+            # A new span starts at the export: changes before its scan began are in it already. Lambda and Kinesis
+            # files cannot say whether every change since has landed; what they can show is that landing began
+            # before the export, i.e. that some landed change is older than it.
+            oldest = rows.agg(F.min(layout.CHANGE_TIME)).first()[0]
+            since = scan_started - REPLAY_SLACK
+            if fmt != landed.INCREMENTAL and oldest is not None and oldest.replace(tzinfo=timezone.utc) >= scan_started:
+                raise StreamGapError(f"the oldest change landed under {opts.source} was made "
+                                     f"{oldest.replace(tzinfo=timezone.utc).isoformat()}, after the vault's export "
+                                     f"began ({scan_started.isoformat()}): changes made in between may never have "
+                                     f"landed; let the files land from before an export, then {NEW_EXPORT}")
+            rows = rows.where(F.col(layout.CHANGE_TIME) >= F.lit(since))
         figures = rows.agg(F.count(F.lit(1)).alias("n"), F.max(layout.CHANGE_TIME).alias("newest")).first()
         if fmt == landed.INCREMENTAL:
             reached = next_ledger.get("exported_to")
             cut = datetime.fromisoformat(reached) if reached else scan_started
+            covered = span.points(exports, datetime.fromisoformat(export["committed_at"]), opts.retention_days)
         else:  # as far as the changes landed reach: the newest change's second, whole
-            old_cut = datetime.fromisoformat(previous["cut"]) if same else scan_started
             newest = figures["newest"].replace(tzinfo=timezone.utc) if figures["newest"] else None
-            cut = max(old_cut, whole_second(newest) + timedelta(seconds=1)) if newest else old_cut
+            cut = max(span.cut, whole_second(newest) + timedelta(seconds=1)) if newest else span.cut
+            covered = None
+        if not state.get("replayed"):  # items will hold the export: nothing older than its commit is its bound
+            cut = max(cut, datetime.fromisoformat(export["committed_at"]))
+        if covered is None:
+            covered = [*span.covered[:-1], [span.covered[-1][0], cut.isoformat()]]
         checkpoint = {"source": source, "ledger": next_ledger, "batch": batch, "cut": cut.isoformat(),
-                      "complete_since": complete_since.isoformat(), "stream_first_batch": first_batch,
-                      "files": len(files), "covered": [*covered[:-1], [covered[-1][0], cut.isoformat()]]}
+                      "complete_since": span.complete_since.isoformat(), "stream_first_batch": span.first_batch,
+                      "files": len(files), "covered": covered}
         counts, applied = log_and_apply(spark, opts, run, writer, rows=rows, state=state, export=export,
                                         checkpoint=checkpoint, items_batch=items_batch, cut=cut)
     finally:

@@ -7,6 +7,7 @@ OldImage, SequenceNumber, SizeBytes, StreamViewType} and eventSourceARN.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import uuid
 
@@ -54,7 +55,8 @@ def test_a_batch_lands_in_chunks_named_by_stream_and_first_sequence(landing, mon
     assert lambda_sink.handler({"Records": records}, None, s3=s3) == {"batchItemFailures": []}
     found = landed(s3, bucket)
     prefix = "changes/Orders/2026-11-27T09-00-00.000/"
-    assert sorted(found) == [f"{prefix}{int(r['dynamodb']['SequenceNumber']):040d}.json.gz"
+    assert sorted(found) == [f"{prefix}{int(r['dynamodb']['SequenceNumber']):040d}-"
+                             f"{hashlib.sha256(r['eventID'].encode()).hexdigest()[:12]}.json.gz"
                              for r in (records[0], records[3], records[6])]
     assert [found[k][0] for k in sorted(found)] == [records[0:3], records[3:6], records[6:7]]
     assert [found[k][1] for k in sorted(found)] == [

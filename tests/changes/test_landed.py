@@ -10,8 +10,7 @@ from ddbvault.changes import landed, records
 from ddbvault.errors import ChangeRecordError
 from ddbvault.merge import MergeOptions
 
-PLAN = landed.FilePlan(landed.KINESIS, "Orders", "pk", "sk", "us-west-2", "run-1",
-                       datetime(2026, 1, 1, tzinfo=timezone.utc))
+PLAN = landed.FilePlan(landed.KINESIS, "Orders", "pk", "sk", "us-west-2", "run-1")
 
 
 def kinesis(event_id, at, precision=None, event="MODIFY", table="Orders"):

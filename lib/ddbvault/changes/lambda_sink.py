@@ -9,16 +9,21 @@ trigger needs).
 Each invocation's records (one shard's, in order) are written as gzip JSON lines, one line per record exactly as the
 event carries it, in objects of at most ``CHUNK`` records::
 
-    <prefix>/<table>/<stream label>/<first SequenceNumber, 40 digits>.json.gz   (metadata: records, last-sequence)
+    <prefix>/<table>/<stream label>/<first SequenceNumber, 40 digits>-<eventID hash>.json.gz
+        (metadata: records, last-sequence)
 
-A Lambda event names no shard, so the key is the stream and the chunk's first sequence number: a retried invocation
-starts at the same record and overwrites the same object instead of adding a copy. When a chunk cannot be written,
-the chunks before it are kept and the function reports the chunk's first record as the batch's first failure
+A Lambda event names no shard, so the key is the stream and the chunk's first record: a retried invocation starts at
+the same record and overwrites the same object instead of adding a copy. When a chunk cannot be written, the chunks
+before it are kept and the function reports the chunk's first record as the batch's first failure
 (``batchItemFailures``): Lambda retries from there, and the merge drops any record it already holds by ``eventID``.
+That report is only honoured when the event source mapping has ``ReportBatchItemFailures`` (without it Lambda
+would take the batch as done): the change-sink stack sets it, with unlimited retries and record age, since a record
+the mapping gives up on never reaches the vault.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -49,9 +54,12 @@ def stream_parts(arn: str) -> Tuple[str, str]:
     return parts[1], parts[3]
 
 
-def object_key(prefix: str, arn: str, first_sequence: str) -> str:
+def object_key(prefix: str, arn: str, first_sequence: str, first_event: str) -> str:
+    """The object of a chunk: by stream, first sequence number and (sequence numbers are documented as ordered
+    within a shard, not unique across shards) a short hash of the first record's eventID."""
     table, label = stream_parts(arn)
-    name = f"{int(first_sequence):0{SEQ_DIGITS}d}{SUFFIX}"
+    tag = hashlib.sha256(first_event.encode()).hexdigest()[:12]
+    name = f"{int(first_sequence):0{SEQ_DIGITS}d}-{tag}{SUFFIX}"
     return "/".join(p for p in (prefix, table, label.replace(":", "-"), name) if p)
 
 
@@ -66,7 +74,7 @@ def land(records: List[Dict[str, Any]], bucket: str, prefix: str, s3: Any) -> Li
     for start in range(0, len(records), CHUNK):
         chunk = records[start:start + CHUNK]
         first = chunk[0]["dynamodb"]["SequenceNumber"]
-        key = object_key(prefix, chunk[0]["eventSourceARN"], first)
+        key = object_key(prefix, chunk[0]["eventSourceARN"], first, str(chunk[0].get("eventID", "")))
         try:
             s3.put_object(Bucket=bucket, Key=key, Body=body(chunk), ContentType="application/x-ndjson",
                           Metadata={"records": str(len(chunk)),

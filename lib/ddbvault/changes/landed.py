@@ -64,7 +64,6 @@ class FilePlan:
     range_key: Optional[str]
     region: Optional[str]                  # the bucket's region (the vault's)
     run_id: str
-    since: datetime                        # changes before this are in the vault's export already
 
 
 def micros(moment: datetime) -> int:
@@ -206,8 +205,7 @@ def json_objects(uri: str, text: str) -> Iterator[Dict[str, Any]]:
 
 
 def read_file(plan: FilePlan, file: Landed) -> Iterator[tuple]:
-    """The change rows of one landed file (changes before ``plan.since`` left out); every record is checked first,
-    so a bad file yields nothing at all."""
+    """The change rows of one landed file; every record is checked first, so a bad file yields nothing at all."""
     if plan.fmt == INCREMENTAL:
         found = native_export.DataFile(file.uri, int(file.records or 0), file.md5)
         try:
@@ -223,9 +221,7 @@ def read_file(plan: FilePlan, file: Landed) -> Iterator[tuple]:
         if plan.fmt == LAMBDA and written is not None and str(len(rows)) != written:
             raise ChangeRecordError(f"{file.uri} holds {len(rows)} records but was written with {written}: it "
                                     f"is damaged; remove it (Lambda's retry lands it again) and rerun the merge")
-    for row in rows:
-        if row[6] >= plan.since:
-            yield row
+    yield from rows
 
 
 def read_files(plan: FilePlan, files: Iterator[Landed]) -> Iterator[tuple]:
@@ -233,26 +229,38 @@ def read_files(plan: FilePlan, files: Iterator[Landed]) -> Iterator[tuple]:
         yield from read_file(plan, file)
 
 
+FIREHOSE_ERRORS = ("processing-failed", "format-conversion-failed")
+
+
 def list_landed(uri: str, region: Optional[str]) -> List[Landed]:
-    """Every object under ``uri`` (``s3://bucket/prefix``), oldest landing first. Firehose's error folders
-    (``processing-failed``, ``format-conversion-failed``) and zero-byte folder markers are not change files."""
+    """Every object under ``uri`` (``s3://bucket/prefix``), oldest landing first, zero-byte folder markers aside.
+    Objects in a Firehose error folder (``processing-failed``, ``format-conversion-failed``) are changes Firehose
+    could not deliver: refused, since merging without them would leave them out for good."""
     bucket, _, prefix = uri[len("s3://"):].partition("/") if uri.startswith("s3://") else ("", "", "")
     if not bucket:
         raise ChangeRecordError(f"--source {uri!r} is not s3://bucket/prefix")
     prefix = prefix.strip("/")
     s3 = aws.client("s3", region)
     found: List[Landed] = []
+    failed: List[str] = []
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else ""):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
-                if key.endswith("/") or "processing-failed" in key or "format-conversion-failed" in key:
+                if key.endswith("/"):
+                    continue
+                if any(part in FIREHOSE_ERRORS for part in key[len(prefix):].split("/")):
+                    failed.append(key)
                     continue
                 found.append(Landed(f"s3://{bucket}/{key}", obj.get("ETag", "").strip('"'),
                                     obj["LastModified"].astimezone(timezone.utc).isoformat()))
     except (ClientError, BotoCoreError) as exc:
         raise ChangeRecordError(f"cannot list {uri} ({exc}): check the bucket, its region (the vault's) and that "
                                 f"this role may list it") from exc
+    if failed:
+        raise ChangeRecordError(f"{len(failed)} objects under {uri} are records Firehose could not deliver (first: "
+                                f"s3://{bucket}/{failed[0]}): their changes are not in the vault; deliver them again "
+                                f"under the prefix, move the error objects away, then rerun the merge")
     return sorted(found, key=lambda f: (f.landed_at, f.uri))
 
 

@@ -43,12 +43,22 @@ def answerable(checkpoint: Optional[Dict[str, Any]]) -> List[List[str]]:
 def describe_spans(spans: List[List[str]]) -> str:
     if not spans:
         return "none yet: run merge_increments after an export"
-    return ", ".join(f"{a} .. {(_t(b) - ONE_SECOND).isoformat()}" for a, b in spans)
+    return ", ".join(f"{(_t(b) - ONE_SECOND).isoformat()} (an incremental export's end)" if a == b
+                     else f"{a} .. {(_t(b) - ONE_SECOND).isoformat()}" for a, b in spans)
 
 
 def newest_state_at(states: List[Dict[str, Any]], end: datetime) -> Optional[Dict[str, Any]]:
     """The newest items state (newest first in ``states``) that reflects no change at or after ``end``."""
     return next((s for s in states if _t(s["upper"]) <= end), None)
+
+
+def span_first_batch(states: List[Dict[str, Any]], export_state: Dict[str, Any]) -> Optional[int]:
+    """The first change-log batch of the span that replayed the export of ``export_state`` (from the merge states
+    built on it), or None when no merge recorded it."""
+    version = export_state["export"]["version"]
+    found = [int(s["first_batch"]) for s in states if s.get("replayed") and s.get("first_batch") is not None
+             and (s.get("export") or {}).get("version") == version]
+    return min(found) if found else None
 
 
 def apply_changes(base, newest):
@@ -99,6 +109,10 @@ def view(spark, vault: str, version: Optional[int] = None, as_of_time: Optional[
         since = _t(base["export"]["scan_started"]) - ONE_SECOND
         changes = logged.where((F.col(changelog.DAY) >= F.to_date(F.lit(since)))
                                & (F.col(layout.CHANGE_TIME) >= F.lit(since)))
+        # Only the span that replays this export: a source used before it orders its changes another way.
+        first = span_first_batch(states, base)
+        if first is not None:
+            changes = changes.where(F.col(changelog.BATCH) >= first)
     newest = changelog.newest_per_key(changes)
     _, meta = metadata.table_meta_at(spark, vault, base["version"], region)  # the capture files: no log walk
     base_frame = items.read(spark, vault, base["version"])
