@@ -31,39 +31,56 @@ VAULT_URI = "s3://${VaultBucket}/${VaultPrefix}"
 # Where the change-source Lambda lands stream batches (DDBVAULT_DESTINATION; merge_increments --source).
 CHANGE_SINK_DESTINATION = VAULT_URI + "/_ddbvault/incoming"
 
+# Where DynamoDB writes the exports export_table --start-export and merge_increments --start-export ask for
+# (--export-bucket VaultBucket --export-prefix VaultPrefix/_ddbvault/exports; merge --source this URI), and where
+# restore_table --method import stages its files (its default, <vault>/_ddbvault/import-staging).
+EXPORTS_URI = VAULT_URI + "/_ddbvault/exports"
+IMPORT_STAGING_URI = VAULT_URI + "/_ddbvault/import-staging"
+
 # What each job's own code calls (tests/test_iam.py records the calls and fails on any difference). Resources: the
-# source table and its stream for export and merge, the replica for restore and verify; the vault's prefix only.
+# source table, its stream and its exports for export and merge, the replica and its imports for restore and verify;
+# the vault's prefix only. "platform" names what DynamoDB does with the job's permissions (below, job_role).
 SOURCE_TABLE = f"arn:{PARTITION}:dynamodb:${{SourceRegion}}:{ACCOUNT}:table/${{TableName}}"
 REPLICA_TABLE = f"arn:{PARTITION}:dynamodb:${{AWS::Region}}:{ACCOUNT}:table/${{ReplicaName}}"
 JOB_ACTIONS: Dict[str, Dict[str, Any]] = {
-    "Export": {
-        "dynamodb": (["dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive",
-                      "dynamodb:ListTagsOfResource", "dynamodb:Scan"], [SOURCE_TABLE]),
+    "Export": {  # a scan, or DynamoDB's full export (--start-export) or one given (--from-export)
+        "dynamodb": (["dynamodb:DescribeContinuousBackups", "dynamodb:DescribeExport", "dynamodb:DescribeTable",
+                      "dynamodb:DescribeTimeToLive", "dynamodb:ExportTableToPointInTime",
+                      "dynamodb:ListTagsOfResource", "dynamodb:Scan"], [SOURCE_TABLE, SOURCE_TABLE + "/export/*"]),
         "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+        "platform": ["exports"],
     },
-    "Merge": {
-        "dynamodb": (["dynamodb:DescribeStream", "dynamodb:DescribeTable", "dynamodb:GetRecords",
-                      "dynamodb:GetShardIterator"], [SOURCE_TABLE, SOURCE_TABLE + "/stream/*"]),
+    "Merge": {  # the stream, or landed files (--source), or DynamoDB's incremental exports (--start-export)
+        "dynamodb": (["dynamodb:DescribeExport", "dynamodb:DescribeStream", "dynamodb:DescribeTable",
+                      "dynamodb:ExportTableToPointInTime", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+                     [SOURCE_TABLE, SOURCE_TABLE + "/stream/*", SOURCE_TABLE + "/export/*"]),
         "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+        "platform": ["exports"],
     },
-    "Restore": {
-        "dynamodb": (["dynamodb:BatchWriteItem", "dynamodb:CreateTable", "dynamodb:DescribeTable",
-                      "dynamodb:DescribeTimeToLive", "dynamodb:TagResource", "dynamodb:UpdateContinuousBackups",
-                      "dynamodb:UpdateTimeToLive"],
-                     [REPLICA_TABLE]),
-        "objects": ["s3:GetObject", "s3:PutObject"],
+    "Restore": {  # BatchWriteItem, or ImportTable (--method import; DeleteTable removes a failed import's table)
+        "dynamodb": (["dynamodb:BatchWriteItem", "dynamodb:CreateTable", "dynamodb:DeleteTable",
+                      "dynamodb:DescribeImport", "dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive",
+                      "dynamodb:ImportTable", "dynamodb:TagResource", "dynamodb:UpdateContinuousBackups",
+                      "dynamodb:UpdateTable", "dynamodb:UpdateTimeToLive"],
+                     [REPLICA_TABLE, REPLICA_TABLE + "/import/*"]),
+        "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+        "bucket": True,  # HeadBucket of the staging bucket (dynamo.importer.check_staging)
+        "platform": ["imports"],
     },
     "Verify": {
         "dynamodb": (["dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive",
                       "dynamodb:ListTagsOfResource", "dynamodb:Scan"], [REPLICA_TABLE]),
         "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+        "platform": [],
     },
 }
 # EMR on EC2's recover machine runs restore and verify on one cluster, so one instance profile: both jobs' calls.
 JOB_ACTIONS["Recover"] = {
     "dynamodb": (sorted(set(JOB_ACTIONS["Restore"]["dynamodb"][0]) | set(JOB_ACTIONS["Verify"]["dynamodb"][0])),
-                 [REPLICA_TABLE]),
+                 JOB_ACTIONS["Restore"]["dynamodb"][1]),
     "objects": sorted(set(JOB_ACTIONS["Restore"]["objects"]) | set(JOB_ACTIONS["Verify"]["objects"])),
+    "bucket": JOB_ACTIONS["Restore"].get("bucket", False),
+    "platform": JOB_ACTIONS["Restore"]["platform"],
 }
 JOBS = {"Export": "export_table", "Merge": "merge_increments", "Restore": "restore_table",
         "Verify": "verify_replica", "Recover": "restore_table and verify_replica (EMR on EC2's recover cluster)"}
@@ -104,6 +121,29 @@ def job_role(name: str) -> Dict[str, Any]:
         allow("JobVaultObjects", spec["objects"], [sub("arn:${AWS::Partition}:s3:::${VaultBucket}/${VaultPrefix}/*")]),
         allow("JobMetrics", ["cloudwatch:PutMetricData"], ["*"],
               {"StringEquals": {"cloudwatch:namespace": "ddbvault"}}),
+    ]
+    if spec.get("bucket"):
+        # HeadBucket is authorised by s3:ListBucket and names no prefix, so JobVaultList's condition refuses it.
+        statements.append(allow("JobVaultBucket", ["s3:ListBucket"], [sub("arn:${AWS::Partition}:s3:::${VaultBucket}")],
+                                {"Null": {"s3:prefix": "true"}}))
+    if "exports" in spec["platform"]:
+        # DynamoDB writes the export the job asks for with the job's permissions (Developer Guide, "Requesting a
+        # table export"), under <vault>/_ddbvault/exports only.
+        statements.append(allow("PlatformExportWrites", ["s3:AbortMultipartUpload", "s3:PutObject", "s3:PutObjectAcl"],
+                                [sub(f"arn:${{AWS::Partition}}:s3:::{EXPORTS_URI[len('s3://'):]}/*")]))
+    if "imports" in spec["platform"]:
+        # DynamoDB reads the staged files and logs the import with the job's permissions (Developer Guide,
+        # "Requesting a table import").
+        staging = IMPORT_STAGING_URI[len("s3://"):]
+        statements += [
+            allow("PlatformImportSource", ["s3:GetObject"], [sub(f"arn:${{AWS::Partition}}:s3:::{staging}/*")]),
+            allow("PlatformImportList", ["s3:ListBucket"], [sub("arn:${AWS::Partition}:s3:::${VaultBucket}")],
+                  {"StringLike": {"s3:prefix": [sub("${VaultPrefix}/_ddbvault/import-staging/*")]}}),
+            allow("PlatformImportLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogGroups",
+                                         "logs:DescribeLogStreams", "logs:PutLogEvents", "logs:PutRetentionPolicy"],
+                  [sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws-dynamodb/*")]),
+        ]
+    statements += [
         # S3 asks KMS for the vault's data keys with the caller's permissions (SSE-KMS; the bucket key makes it rare).
         allow("PlatformVaultKey", ["kms:Decrypt", "kms:GenerateDataKey"], [{"Fn::GetAtt": ["VaultKey", "Arn"]}]),
         # EMR reads the package (bootstrap, jobs, archives) and writes the logs with the job's role.
@@ -394,6 +434,7 @@ def template() -> Dict[str, Any]:
             "AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}},
             "ChangeSinkRoleArn": {"Value": {"Fn::GetAtt": ["ChangeSinkRole", "Arn"]}},
             "ChangeSinkDestination": {"Value": sub(CHANGE_SINK_DESTINATION)},
+            "NativeExportsUri": {"Value": sub(EXPORTS_URI)},
             **{f"{name}RoleArn": {"Value": {"Fn::GetAtt": [f"{name}Role", "Arn"]}} for name in JOBS},
             **{m: {"Value": {"Ref": m}} for m in machine_ids()},
         },
