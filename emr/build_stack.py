@@ -64,7 +64,6 @@ JOB_ACTIONS: Dict[str, Dict[str, Any]] = {
                       "dynamodb:UpdateTable", "dynamodb:UpdateTimeToLive"],
                      [REPLICA_TABLE, REPLICA_TABLE + "/import/*"]),
         "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
-        "bucket": True,  # HeadBucket of the staging bucket (dynamo.importer.check_staging)
         "platform": ["imports"],
     },
     "Verify": {
@@ -79,7 +78,6 @@ JOB_ACTIONS["Recover"] = {
     "dynamodb": (sorted(set(JOB_ACTIONS["Restore"]["dynamodb"][0]) | set(JOB_ACTIONS["Verify"]["dynamodb"][0])),
                  JOB_ACTIONS["Restore"]["dynamodb"][1]),
     "objects": sorted(set(JOB_ACTIONS["Restore"]["objects"]) | set(JOB_ACTIONS["Verify"]["objects"])),
-    "bucket": JOB_ACTIONS["Restore"].get("bucket", False),
     "platform": JOB_ACTIONS["Restore"]["platform"],
 }
 JOBS = {"Export": "export_table", "Merge": "merge_increments", "Restore": "restore_table",
@@ -122,10 +120,6 @@ def job_role(name: str) -> Dict[str, Any]:
         allow("JobMetrics", ["cloudwatch:PutMetricData"], ["*"],
               {"StringEquals": {"cloudwatch:namespace": "ddbvault"}}),
     ]
-    if spec.get("bucket"):
-        # HeadBucket is authorised by s3:ListBucket and names no prefix, so JobVaultList's condition refuses it.
-        statements.append(allow("JobVaultBucket", ["s3:ListBucket"], [sub("arn:${AWS::Partition}:s3:::${VaultBucket}")],
-                                {"Null": {"s3:prefix": "true"}}))
     if "exports" in spec["platform"]:
         # DynamoDB writes the export the job asks for with the job's permissions (Developer Guide, "Requesting a
         # table export"), under <vault>/_ddbvault/exports only.

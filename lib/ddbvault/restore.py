@@ -329,7 +329,7 @@ def restore_by_import(spark, opts: RestoreOptions, view, *, meta: Dict[str, Any]
     staging = layout.join(import_staging(opts) or "", f"{opts.table}-{view.label}-{run.run_id}")
     bucket, prefix = store.split_s3(staging) or ("", "")
     region = opts.region
-    importer.check_staging(bucket, region)
+    importer.check_staging(bucket, prefix, region)
     params, after = importer.import_request(request, bucket, prefix, client_token=hashlib.sha256(
         f"{run.run_id}|{opts.table}|{region}".encode()).hexdigest()[:32])
     started = time.time()

@@ -129,10 +129,11 @@ def stage_lines(texts: Iterable[str], bucket: str, key: str, region: Optional[st
     return {"items": items, "source_bytes": raw, "staged_bytes": staged if items else 0}
 
 
-def check_staging(bucket: str, region: Optional[str]) -> None:
-    """Fail before anything is created when the staging bucket cannot be used."""
+def check_staging(bucket: str, prefix: str, region: Optional[str]) -> None:
+    """Fail before anything is created when the staging location cannot be used. A listing of the staging prefix
+    (one key), not HeadBucket: a role granted s3:ListBucket for the vault's prefix only may do it."""
     try:
-        aws.client("s3", region).head_bucket(Bucket=bucket)
+        aws.client("s3", region).list_objects_v2(Bucket=bucket, Prefix=prefix.strip("/") + "/", MaxKeys=1)
     except (ClientError, BotoCoreError) as exc:
         code = exc.response["Error"].get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
         raise TableError(f"the import staging bucket {bucket} cannot be used ({code or exc}); nothing was created: "
