@@ -24,7 +24,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ddbvault import codec
+from ddbvault import export_commit as scan_export
 from ddbvault.changes import native_export
+from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import ExportError, TableError, raising_executor_errors
 from ddbvault.progress import ProgressSender, ProgressServer
@@ -176,7 +178,6 @@ def stream_began(stream_arn: Optional[str]) -> Optional[datetime]:
 
 def ingest(opts, run, spark=None) -> Dict[str, Any]:
     """Build (or refresh) ``opts.vault`` from a DynamoDB full export; returns the run's figures."""
-    from ddbvault import export as scan_export
     from ddbvault.session import build_session, set_vault_region
 
     meta = _table_meta(opts, run, opts.vault_region)
@@ -223,7 +224,7 @@ def ingest(opts, run, spark=None) -> Dict[str, Any]:
         log.info("export %s from DynamoDB export %s (%s, %d items in %d files, %d kept from run %s) -> %s in %d tasks",
                  opts.table, manifest.export_arn, export_time.isoformat(), manifest.item_count, total, len(kept),
                  staged["run_id"], opts.vault, len(groups))
-        driver_host = scan_export.budget_service.driver_host(spark)
+        driver_host = budget_service.driver_host(spark)
         with ProgressServer(f"export {opts.table} from {manifest.export_arn}",
                             expected_items=manifest.item_count or None, budget=None, parts=total,
                             part_name="files", advertise=driver_host) as progress:

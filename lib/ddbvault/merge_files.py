@@ -1,6 +1,6 @@
 """Merge from change files landed in S3 (``merge_increments --source s3://bucket/prefix --format F``).
 
-The same batch as the stream's (see ``ddbvault.merge``): read what is new on the executors, log it with the
+The same batch as the stream's (``ddbvault.merge_batch``): read what is new on the executors, log it with the
 checkpoint in one commit, fold it into items. What is new:
 
 - ``lambda`` and ``kinesis``: files not applied yet. The checkpoint keeps a landing watermark and the files that
@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ddbvault.changes import landed, native_export, records
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import ExportError, StreamGapError, UsageError, VaultError, raising_executor_errors
-from ddbvault.merge import REPLAY_SLACK, MergeOptions, catch_up, log_and_apply, whole_second
+from ddbvault.merge_batch import REPLAY_SLACK, MergeOptions, catch_up, log_and_apply, whole_second
 from ddbvault.vault import changelog, items, layout, lock, store
 
 log = logging.getLogger(__name__)
