@@ -281,8 +281,8 @@ def test_the_job_exits_1_with_one_line_and_a_summary_when_the_import_cannot_run(
     assert code == 1
     lines = [line for line in err.splitlines() if line.startswith("ddbvault ")]
     assert lines == [f"ddbvault restore_table: the import staging bucket no-such-bucket-ddbvault cannot be used "
-                     f"(NoSuchBucket); nothing was created: pass --import-staging s3://bucket/prefix naming a bucket of "
-                     f"region {REGION_B} this job may write, or --method batch-write"]
+                     f"(NoSuchBucket); nothing was created: pass --import-staging s3://bucket/prefix naming a "
+                     f"bucket of region {REGION_B} this job may write, or --method batch-write"]
     summary = json.loads(out.strip().splitlines()[-1])
     assert (summary["status"], summary["method"], summary["table"]) == ("failed", "import", replica)
     assert tables.describe(replica, REGION_B) is None
