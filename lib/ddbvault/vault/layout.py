@@ -9,6 +9,9 @@
     <vault>/_ddbvault/versions/    per version: item count and content digest (see vault.integrity)
     <vault>/_ddbvault/writer.lock  the lease of the one export or merge writing the vault now
     <vault>/_ddbvault/staging/     a merge's stream records between reading and committing them
+    <vault>/_ddbvault/incoming/    the deployed change-sink Lambda's landed batches (merge --source)
+    <vault>/_ddbvault/exports/     where the deployed stack lets DynamoDB write its exports
+    <vault>/_ddbvault/import-staging/  a restore by ImportTable's staged items
 """
 from __future__ import annotations
 
