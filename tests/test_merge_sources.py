@@ -270,6 +270,7 @@ def test_every_file_source_gives_the_streams_vault_exactly_once(spark, ddb, tmp_
         assert_same(vault_item_texts(spark, vault), want)
 
 
+@pytest.mark.smoke
 def test_binary_keys_and_a_late_file_are_applied_in_order(spark, ddb, tmp_path, landing, monkeypatch):
     bucket, s3 = landing
     client, table, records, (vault, by_stream) = prepared(spark, ddb, tmp_path, "src-late",

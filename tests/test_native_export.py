@@ -298,6 +298,7 @@ SHAPES = {
 }
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_from_export_equals_a_scan_export_item_for_item(spark, src, tmp_path, shape):
     client, made, s3, export_bucket = src
