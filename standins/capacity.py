@@ -79,7 +79,7 @@ from decimal import Decimal
 from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from faultproxy import THROTTLE_MESSAGES, THROTTLE_TYPES, _error_body, _make_handler
+from faultproxy import THROTTLE_MESSAGES, THROTTLE_TYPES, LoopbackServer, _error_body, _make_handler
 
 CONTROL_PATH = "/__capacity__"
 DYNAMODB_PREFIX = "DynamoDB_20120810."
@@ -398,8 +398,10 @@ def _with_body(headers: Sequence[Tuple[str, str]], doc: Any) -> Tuple[int, bytes
     return 200, json.dumps(doc).encode(), headers
 
 
-class CapacityProxy:
+class CapacityProxy(LoopbackServer):
     """The proxy server on 127.0.0.1 (a background thread). ``url`` is where clients should send requests."""
+
+    thread_name = "capacity"
 
     def __init__(self, target_url: str, port: int = 0) -> None:
         parsed = urllib.parse.urlsplit(target_url)
@@ -414,32 +416,6 @@ class CapacityProxy:
         self._activating = threading.Lock()  # one pending watch started at a time; held while it describes
         self._iterators: OrderedDict[str, Tuple[str, str, str]] = OrderedDict()  # iterator -> (table, shard, arn)
         self._server = _Server(("127.0.0.1", port), _make_capacity_handler(self))
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> CapacityProxy:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="capacity", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> CapacityProxy:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     # -- control ---------------------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import urllib.request
 import zlib
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, TypeVar, Union
 
 CONTROL_PATH = "/__faults__"
 FAULTS = ("throttle", "server_error", "unprocessed", "strip_consumed")
@@ -123,8 +123,47 @@ class _State:
     recorded: Dict[str, List[Any]] = field(default_factory=dict)
 
 
-class FaultProxy:
+Served = TypeVar("Served", bound="LoopbackServer")
+
+
+class LoopbackServer:
+    """A stand-in served on a loopback port by a daemon thread (``_server``, set by the subclass): its URL, start
+    and stop, and ``with`` for both."""
+
+    _server: ThreadingHTTPServer
+    _thread: Optional[threading.Thread] = None
+    thread_name = "standin"
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self: Served) -> Served:
+        self._thread = threading.Thread(target=self._server.serve_forever, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self: Served) -> Served:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class FaultProxy(LoopbackServer):
     """The proxy server on 127.0.0.1 (a background thread). ``url`` is where boto3 should send requests."""
+
+    thread_name = "faultproxy"
 
     def __init__(self, target: str, port: int = 0, rules: Sequence[Any] = (), record: bool = False) -> None:
         parsed = urllib.parse.urlsplit(target)
@@ -136,32 +175,6 @@ class FaultProxy:
         self._state = _State(rules=[Rule.parse(r) for r in rules], record=record)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     # -- control ---------------------------------------------------------------------------------------
 
