@@ -122,7 +122,7 @@ class _Span:
         self.covered, self.complete_since, self.cut = covered, complete_since, cut
 
     @classmethod
-    def go_on(cls, previous: Dict[str, Any], scan_started: datetime) -> _Span:
+    def go_on(cls, previous: Dict[str, Any]) -> _Span:
         return cls(fresh=False, ledger=dict(previous.get("ledger") or {}),
                    first_batch=int(previous.get("stream_first_batch", 1)),
                    covered=[list(span) for span in previous.get("covered", [])],
@@ -175,7 +175,7 @@ def merge_once(spark, opts: MergeOptions, run, writer: lock.WriterLock, *,
     fmt = opts.source_format
     started_export = None
     exports: List[native_export.ExportManifest] = []
-    span = _Span.go_on(previous, scan_started) if same else _Span.new(previous, last_batch, export, scan_started)
+    span = _Span.go_on(previous) if same else _Span.new(previous, last_batch, export, scan_started)
     if same and not state.get("replayed") and scan_started < span.complete_since:
         raise StreamGapError(f"the vault's export began {scan_started.isoformat()}, before the change log's first "
                              f"change from {source['uri']} ({span.complete_since.isoformat()}): {NEW_EXPORT}")
