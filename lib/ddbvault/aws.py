@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import boto3
 from botocore.config import Config
@@ -23,7 +23,24 @@ ENDPOINT_VARIABLES = (
     "AWS_ENDPOINT_URL_STS",
 )
 
-_local = threading.local()
+# One boto3 session and one client per (service, region, flavour, endpoint) in each process, shared by its threads:
+# botocore's clients are thread-safe (boto3's guide: make the client once and pass it to the threads), while
+# building one reads and parses the service model and endpoint rules again (~50 ms of CPU with a new session).
+# Per thread, every scan reader and batch writer of every Spark task paid that; per process, a reused PySpark
+# worker pays it once. A forked child starts afresh: sockets and locks do not survive a fork.
+_lock = threading.Lock()
+_clients: Dict[Any, Any] = {}
+_session: List[Any] = []
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _clients.clear()
+    _session.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def resolve_region(region: Optional[str] = None) -> str:
@@ -34,9 +51,12 @@ def resolve_region(region: Optional[str] = None) -> str:
     return found
 
 
-def client(service: str, region: Optional[str] = None, *, data_plane: bool = False, pool: int = 16,
+def client(service: str, region: Optional[str] = None, *, data_plane: bool = False, pool: int = 64,
            events: Tuple[Tuple[str, Callable[..., Any]], ...] = ()) -> Any:
-    """A cached low-level client for ``service`` in ``region`` (per thread; boto3 sessions are not thread-safe).
+    """A cached low-level client for ``service`` in ``region``, shared by every thread of this process.
+
+    ``pool`` connections are kept for reuse: more than the threads that share the client (a task's scan readers
+    or batch writers), so none of them waits for or reopens a connection.
 
     ``data_plane=True`` turns botocore's own retries off: ddbvault's retry loop (``ddbvault.dynamo.retry``)
     then sees every throttle, backs off with jitter and slows the shared pace, instead of botocore retrying
@@ -47,10 +67,14 @@ def client(service: str, region: Optional[str] = None, *, data_plane: bool = Fal
     # The endpoint is part of the key: a test (or a tool) that repoints AWS_ENDPOINT_URL_* gets a new client.
     endpoint = os.environ.get("AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")) or \
         os.environ.get("AWS_ENDPOINT_URL") or ""
-    key = (service, region, data_plane, endpoint, events)
-    cache: Dict[Any, Any] = getattr(_local, "clients", None) or {}
-    _local.clients = cache
-    if key not in cache:
+    key = (service, region, data_plane, endpoint, events, pool)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:  # a boto3 session is not thread-safe: clients are made one at a time
+        found = _clients.get(key)
+        if found is not None:
+            return found
         retries = {"mode": "standard", "total_max_attempts": 1 if data_plane else 6}
         config = Config(
             region_name=region,
@@ -59,11 +83,20 @@ def client(service: str, region: Optional[str] = None, *, data_plane: bool = Fal
             connect_timeout=10,
             read_timeout=60,
         )
-        made = boto3.session.Session().client(service, config=config)
+        if not _session:
+            _session.append(boto3.session.Session())
+        made = _session[0].client(service, config=config)
         for event, handler in events:
             made.meta.events.register(event, handler)
-        cache[key] = made
-    return cache[key]
+        _clients[key] = made
+        return made
+
+
+def forget_clients() -> None:
+    """Drop every cached client (tests that repoint credentials or wrap a client)."""
+    with _lock:
+        _clients.clear()
+        _session.clear()
 
 
 def endpoint_environment() -> Dict[str, str]:

@@ -1,8 +1,6 @@
 """Fixtures for the DynamoDB access tests: a fault proxy in front of moto, tables, a fake clock."""
 from __future__ import annotations
 
-import threading
-
 import boto3
 import pytest
 from dynamo_helpers import FakeClock, Tables
@@ -23,13 +21,13 @@ def fault_proxy(aws_endpoint):
 def faults(fault_proxy, monkeypatch):
     """The proxy, cleared, with ``AWS_ENDPOINT_URL_DYNAMODB`` pointing at it for this test.
 
-    ``ddbvault.aws`` caches clients per thread keyed by (service, region, data_plane) only, not by endpoint,
-    so a client built earlier in this thread (against moto directly) would bypass the proxy: give the test a
-    fresh cache and put the old one back afterwards.
+    ``ddbvault.aws`` keys its cached clients by endpoint too, but a test that registers handlers on a cached
+    client (``capture_bodies``) must not leave them on the client the next test gets: give the test a fresh
+    cache and put the old one back afterwards.
     """
     fault_proxy.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", fault_proxy.url)
-    monkeypatch.setattr(aws, "_local", threading.local())
+    monkeypatch.setattr(aws, "_clients", {})
     yield fault_proxy
     fault_proxy.reset()
 

@@ -61,7 +61,9 @@ def test_wire_body_equals_what_botocore_sends(tables, make, monkeypatch):
     name = tables.create("pk", "S", "sk", "N")
     other = tables.create("pk", "S", "sk", "N")
     texts = [codec.encode_item(make(i)) for i in range(30)]
-    # The writer's clients are cached per thread: both paths run here, one thread, so these are theirs.
+    # The writer's clients are cached per process: these are theirs, in a cache of this test's own (the
+    # recording handlers stay off the clients other tests get).
+    monkeypatch.setattr(aws, "_clients", {})
     wired = capture_bodies(aws.client("dynamodb", REGION_A, data_plane=True, events=wire.EVENTS))
     stats_wire = write_items(name, wire_records(texts), key_names=("pk", "sk"), region=REGION_A, policy=FAST)
     plain = [(codec.decode_item(t), codec.item_size(codec.decode_item(t))) for t in texts]
