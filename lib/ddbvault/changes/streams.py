@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 EMPTY_ANSWERS = 3
 EMPTY_PAUSE_S = 0.2
 GONE_CODES = ("TrimmedDataAccessException", "ResourceNotFoundException")
+# Records as the JSON the service sent (see ``aws.RawMember``): their images are most of a merge's parsing.
+RAW_RECORDS_EVENTS = (("before-parse.dynamodb-streams.GetRecords", aws.RawMember("Records")),)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def read_shard(plan: ReadPlan, task: ShardTask, client: Any = None,
                sleep: Callable[[float], Any] = time.sleep) -> Iterator[tuple]:
     """Change rows of ``task``'s shard in order, then one position dict (``records.position_dict``) as the last
     item: the last sequence number read and whether the shard is finished."""
-    client = client or aws.client("dynamodbstreams", plan.region, data_plane=True)
+    client = client or aws.client("dynamodbstreams", plan.region, data_plane=True, events=RAW_RECORDS_EVENTS)
     policy = retry.RetryPolicy(max_attempts=plan.max_attempts, sleep=sleep, throttle_s=plan.throttle_s)
     limiter = budget_service.limiter_for(plan.budget)
     try:

@@ -70,25 +70,8 @@ def _consumed(response: Dict[str, Any]) -> Optional[float]:
     return float(capacity["CapacityUnits"])
 
 
-def _items_as_json(response_dict: Dict[str, Any], customized_response_dict: Dict[str, Any], **_: Any) -> None:
-    """botocore ``before-parse`` hook for Scan: hand ``Items`` over as the JSON DynamoDB sent.
-
-    botocore would walk every attribute of every item through its shape model in Python and base64-decode
-    every binary; ``json.loads`` (in C) does the same job many times faster, and leaves binaries as the base64
-    text the vault stores anyway. botocore still parses the small rest of the page (LastEvaluatedKey,
-    ConsumedCapacity, counts), and error responses untouched. The CRC32 check reads the raw HTTP body, not this.
-    """
-    if response_dict.get("status_code") != 200:
-        return
-    body = json.loads(response_dict["body"])
-    items = body.pop("Items", None)
-    if items is None:
-        return
-    customized_response_dict["Items"] = items
-    response_dict["body"] = json.dumps(body).encode("utf-8")
-
-
-RAW_JSON_EVENTS = (("before-parse.dynamodb.Scan", _items_as_json),)
+# The export's fast path: Items as the JSON DynamoDB sent (see ``aws.RawMember``).
+RAW_JSON_EVENTS = (("before-parse.dynamodb.Scan", aws.RawMember("Items")),)
 
 
 def first_estimate(limiter: Optional[RateLimiter], consistent_read: bool) -> float:
@@ -147,7 +130,7 @@ def scan_segment(
     resumes a segment after a page's ``last_key`` (valid only with the same ``total_segments``).
     ``cancel`` (used by :func:`scan_segments`) stops waiting for capacity and retrying as soon as it is set.
     ``raw_json`` gives items as DynamoDB's JSON (binaries as base64 text) without botocore's per-attribute
-    parsing: the export's fast path (see :func:`_items_as_json`).
+    parsing: the export's fast path (see :class:`ddbvault.aws.RawMember`).
 
     Without ``page_size``, pages follow the budget: each page's ``Limit`` is what the limiter says one call
     should cost (``call_units``) over the units an item costs, first ``units_per_item`` (from the table's

@@ -4,7 +4,7 @@ The vault stores every item as canonical DynamoDB JSON, the very form DynamoDB's
 it to Python values (``codec.decode_item``: bytes for binaries, lists for sets) only for botocore to walk every
 attribute through its shape model and base64-encode every binary again costs more CPU than the HTTP call. The
 restore's load instead concatenates the stored texts into the request body, the same idea as the scan's
-``before-parse`` fast path (``scan._items_as_json``) in the other direction.
+``before-parse`` fast path (``aws.RawMember``) in the other direction.
 
 How the body reaches DynamoDB: the call still goes through the client's ``batch_write_item``, so endpoint
 resolution, SigV4 signing, connection pooling, error parsing and ddbvault's retry loop are the same as for any
