@@ -57,21 +57,25 @@ def counted(table: str) -> int:
 
 
 def raw_write_sweep(items_file: str, hash_only: bool, threads_list: List[int], server: str,
-                    count: Callable[[str], int]) -> Dict[str, Any]:
-    """One process per thread count; the fastest as a row, the sweep in its notes."""
+                    count: Callable[[str], int], *, wire_body: bool = False) -> Dict[str, Any]:
+    """One process per thread count; the fastest as a row, the sweep in its notes. ``wire_body``: the loop sends
+    request bodies it built from the items' wire text, never decoding an item (as ddbvault's restore does)."""
     tried = []
     for threads in threads_list:
-        table = f"restored_raw_{threads}"
+        table = f"restored_raw_{'wire_' if wire_body else ''}{threads}"
         cmd = [sys.executable, os.path.join(common.BENCH_DIR, "contenders.py"), "write", "--table", table,
-               "--threads", str(threads), "--items-file", items_file] + (["--hash-only"] if hash_only else [])
-        wall, cpu_s, out, load = common.measured_process(cmd, f"raw-write-{server}-{threads}.log")
+               "--threads", str(threads), "--items-file", items_file] + (["--hash-only"] if hash_only else []) \
+            + (["--wire-body"] if wire_body else [])
+        log_name = f"raw-write-{'wire-' if wire_body else ''}{server}-{threads}.log"
+        wall, cpu_s, out, load = common.measured_process(cmd, log_name)
         inner, server_cpu_s = common.last_json_line(out), common.last_server_cpu()
         tried.append({"threads": threads, "wall_s": round(wall, 2), "cpu_s": round(cpu_s, 2), "items": count(table),
                       "server_cpu_s": server_cpu_s, "loop_cpu_s": inner.get("cpu_s"),
                       "loop_wall_s": inner.get("wall_s"), "load1": load})
     best = min(tried, key=lambda t: t["wall_s"])
     sweep = ", ".join(f"{t['threads']} {t['wall_s']:.1f}s" for t in tried)
-    return common.cpu_row("restore", server, f"raw boto3 BatchWriteItem loop, best {best['threads']} threads",
+    what = "raw boto3 BatchWriteItem loop" + (" + pre-built request bodies" if wire_body else "")
+    return common.cpu_row("restore", server, f"{what}, best {best['threads']} threads",
                           best["items"], best["wall_s"], cpu_s=best["cpu_s"], load=best["load1"],
                           server_cpu_s=best["server_cpu_s"], sweep=tried,
                           load_s=best["loop_wall_s"], notes=f"sweep (threads, wall): {sweep}")
@@ -118,6 +122,7 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
     items_file = common.write_items_file(bench.path("items.jsonl"), n, bench.range_key)
     threads = [int(t) for t in args.write_threads.split(",")]
     rows.append(raw_write_sweep(items_file, not bench.range_key, threads, SERVER, counted))
+    rows.append(raw_write_sweep(items_file, not bench.range_key, threads, SERVER, counted, wire_body=True))
 
     cmd = [common.tool("dynamodump"), "-m", "restore", "-r", common.REGION, "--host", "127.0.0.1",
            "--port", str(bench.port), "--accessKey", "a", "--secretKey", "a", "-s", bench.table,

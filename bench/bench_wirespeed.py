@@ -139,8 +139,10 @@ def run(args: argparse.Namespace, workdir: str) -> Dict[str, Any]:
         rows.append(bench_export.raw_scan_sweep(TABLE, configs, json_path=False, server=SERVER))
         rows.append(bench_export.raw_scan_sweep(TABLE, configs, json_path=True, server=SERVER))
         threads = [int(t) for t in args.write_threads.split(",")]
-        rows.append(bench_restore.raw_write_sweep(items_file, args.hash_only, threads, SERVER,
-                                                  lambda table: stand_in(url, "/bench/stats")["written"].get(table, 0)))
+        for wire_body in (False, True):
+            rows.append(bench_restore.raw_write_sweep(
+                items_file, args.hash_only, threads, SERVER,
+                lambda table: stand_in(url, "/bench/stats")["written"].get(table, 0), wire_body=wire_body))
     mismatched = [r["contender"] for r in rows if r["items"] != n]
     print(f"\nAGAINST THE WIRE-SPEED STAND-IN, {n:,} items\n{common.markdown_table(rows)}", flush=True)
     if mismatched:

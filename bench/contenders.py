@@ -2,15 +2,20 @@
 (``cpu.measure``): plain low-level-client loops, as a person would write them without ddbvault.
 
     python bench/contenders.py scan --table T --threads N --segments S [--json-fast-path]
-    python bench/contenders.py write --table T --threads N --items-file ITEMS.jsonl [--hash-only]
+    python bench/contenders.py write --table T --threads N --items-file ITEMS.jsonl [--hash-only] [--wire-body]
 
-``scan``: TotalSegments S shared by N threads (one client each), items counted then dropped. With
+Every loop shares one low-level client among its threads (boto3's advice: clients are thread-safe; making one
+per thread only parses the service model again).
+``scan``: TotalSegments S shared by N threads, items counted then dropped. With
 ``--json-fast-path`` a botocore ``before-parse`` hook hands the page's ``Items`` over as ``json.loads`` (in C)
 made them, instead of botocore's per-attribute parsing: the same trick ddbvault's scan uses.
 ``write``: the items file (DynamoDB wire JSON, binaries base64) is read and decoded into the client's form
 (binaries as bytes), the table created, then N threads send BatchWriteItem of 25 puts, re-sending
-``UnprocessedItems`` with backoff. Both print one JSON line: items, wall_s and cpu_s of the loop itself (this
-process's own getrusage), next to which the caller has the whole process's figures.
+``UnprocessedItems`` with backoff. With ``--wire-body`` the loop never decodes an item: it keeps each line's
+text and sends the request body it builds by string concatenation (a ``before-call`` hook puts it in place of
+botocore's serialisation), the same trick ddbvault's restore uses. Both print one JSON line: items, wall_s
+and cpu_s of the loop itself (this process's own getrusage), next to which the caller has the whole process's
+figures.
 """
 from __future__ import annotations
 
@@ -42,6 +47,22 @@ def _json_items(response_dict: Dict[str, Any], customized_response_dict: Dict[st
         response_dict["body"] = json.dumps(body).encode("utf-8")
 
 
+_WIRE = "contender_wire_body"
+
+
+def _take_wire_body(params: Dict[str, Any], context: Dict[str, Any], **_: Any) -> None:
+    body = params.get("RequestItems")
+    if isinstance(body, bytes):  # a pre-built body: botocore validates and serialises a stand-in, then this
+        context[_WIRE] = body
+        params["RequestItems"] = {"x": [{"DeleteRequest": {"Key": {}}}]}
+
+
+def _put_wire_body(params: Dict[str, Any], context: Dict[str, Any], **_: Any) -> None:
+    body = context.pop(_WIRE, None)
+    if body is not None:
+        params["body"] = body
+
+
 def scan(args: argparse.Namespace) -> int:
     todo: queue.Queue[int] = queue.Queue()
     for segment in range(args.segments):
@@ -49,10 +70,11 @@ def scan(args: argparse.Namespace) -> int:
     counts: List[int] = []
     errors: List[BaseException] = []
 
+    ddb = client()
+    if args.json_fast_path:
+        ddb.meta.events.register("before-parse.dynamodb.Scan", _json_items)
+
     def work() -> None:
-        ddb = client()
-        if args.json_fast_path:
-            ddb.meta.events.register("before-parse.dynamodb.Scan", _json_items)
         seen = 0
         try:
             while True:
@@ -95,7 +117,10 @@ def _decode(value: Dict[str, Any]) -> Dict[str, Any]:
 
 def write(args: argparse.Namespace) -> int:
     with open(args.items_file, encoding="utf-8") as handle:
-        items = [{k: _decode(v) for k, v in json.loads(line).items()} for line in handle if line.strip()]
+        if args.wire_body:
+            items: List[Any] = [line.strip() for line in handle if line.strip()]
+        else:
+            items = [{k: _decode(v) for k, v in json.loads(line).items()} for line in handle if line.strip()]
     attrs = [{"AttributeName": "pk", "AttributeType": "S"}]
     keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
     if not args.hash_only:
@@ -109,8 +134,12 @@ def write(args: argparse.Namespace) -> int:
     errors: List[BaseException] = []
     written = [0]
 
+    if args.wire_body:
+        ddb.meta.events.register("before-parameter-build.dynamodb.BatchWriteItem", _take_wire_body)
+        ddb.meta.events.register("before-call.dynamodb.BatchWriteItem", _put_wire_body)
+    head = '{"RequestItems":{' + json.dumps(args.table) + ':['
+
     def work() -> None:
-        mine = client()
         try:
             while True:
                 with lock:
@@ -118,10 +147,14 @@ def write(args: argparse.Namespace) -> int:
                     written[0] += len(batch)
                 if not batch:
                     return
-                request = {args.table: [{"PutRequest": {"Item": item}} for item in batch]}
+                if args.wire_body:
+                    request: Any = (head + ",".join('{"PutRequest":{"Item":' + item + "}}" for item in batch)
+                                    + "]}}").encode("utf-8")
+                else:
+                    request = {args.table: [{"PutRequest": {"Item": item}} for item in batch]}
                 delay = 0.05
                 while request:
-                    request = mine.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                    request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
                     if request:
                         time.sleep(delay)
                         delay = min(delay * 2, 2.0)
@@ -155,6 +188,7 @@ def main(argv=None) -> None:
     two.add_argument("--threads", type=int, required=True)
     two.add_argument("--items-file", required=True)
     two.add_argument("--hash-only", action="store_true")
+    two.add_argument("--wire-body", action="store_true")
     args = parser.parse_args(argv)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = usage.ru_utime + usage.ru_stime, time.perf_counter()

@@ -29,8 +29,8 @@ def test_raw_records_give_the_rows_botocore_gives(ddb, monkeypatch):
     def rows(client_):
         out = []
         for shard_id in shard_ids:
-            out += list(streams.read_shard(plan, shards.ShardTask(shard_id, 0, "TRIM_HORIZON", None, False), client=client_,
-                                           sleep=lambda s: None))
+            task = shards.ShardTask(shard_id, 0, "TRIM_HORIZON", None, False)
+            out += list(streams.read_shard(plan, task, client=client_, sleep=lambda s: None))
         return out
 
     monkeypatch.setattr(aws, "_clients", {})
