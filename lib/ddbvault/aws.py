@@ -93,12 +93,6 @@ def client(service: str, region: Optional[str] = None, *, data_plane: bool = Fal
         return made
 
 
-def forget_clients() -> None:
-    """Drop every cached client (tests that repoint credentials or wrap a client)."""
-    with _lock:
-        _clients.clear()
-        _session.clear()
-
 
 class RawMember:
     """A botocore ``before-parse`` handler that hands one list of a JSON response over as ``json.loads`` made it.
