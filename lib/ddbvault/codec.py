@@ -423,6 +423,12 @@ else:  # pragma: no cover - interpreters without the _json accelerator
     _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
+def compact_json(value: Any) -> str:
+    """``value`` as compact JSON text, non-ASCII characters as they are: the encoder of the item text, built once
+    (``json.dumps`` with these settings builds an encoder per call)."""
+    return _dumps(value)
+
+
 def encode_item(item: Mapping[str, Mapping]) -> str:
     """Canonical DynamoDB-JSON text of ``item`` (validated); see the module docstring for the form."""
     return _dumps(_item(item)[0])

@@ -147,9 +147,11 @@ def stage_partition(plan: ScanPlan, staged_at: str, vault_region: Optional[str],
             out = files.get(segment)
             if out is None:
                 out = files[segment] = staging.SegmentFile(staged_at, segment, vault_region)
+            rows = []
             for item in page.items:
                 pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
-                out.add(pk, sk, text, size, integrity.item_hash(text))
+                rows.append((pk, sk, text, size, integrity.item_hash(text)))
+            out.add_rows(rows)
             sender.add(items=len(page.items), units=page.consumed, parts_done=1 if page.done else 0)
             if page.done:
                 finished = files.pop(segment).finish()

@@ -17,7 +17,6 @@ items table still changes in one commit, made from the staged rows once every se
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import os
 import re
@@ -25,8 +24,9 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from ddbvault.codec import compact_json
 from ddbvault.vault import layout, store
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,14 @@ class SegmentFile:
         self.digest = 0
 
     def add(self, pk: str, sk: Optional[str], text: str, size: int, digest: int) -> None:
-        self._out.write(json.dumps({PK: pk, SK: sk, ITEM: text, SIZE: size, DIGEST: digest}, ensure_ascii=False))
-        self._out.write("\n")
-        self.items += 1
-        self.digest += digest
+        self.add_rows([(pk, sk, text, size, digest)])
+
+    def add_rows(self, rows: List[Tuple[str, Optional[str], str, int, int]]) -> None:
+        """Rows of (pk, sk, item text, size, digest), in one write (a scan page's: one gzip call, not two a row)."""
+        self._out.write("".join([compact_json({PK: pk, SK: sk, ITEM: text, SIZE: size, DIGEST: digest}) + "\n"
+                                 for pk, sk, text, size, digest in rows]))
+        self.items += len(rows)
+        self.digest += sum(row[4] for row in rows)
 
     def finish(self) -> Finished:
         self._out.close()
