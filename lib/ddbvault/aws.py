@@ -93,7 +93,6 @@ def client(service: str, region: Optional[str] = None, *, data_plane: bool = Fal
         return made
 
 
-
 class RawMember:
     """A botocore ``before-parse`` handler that hands one list of a JSON response over as ``json.loads`` made it.
 
