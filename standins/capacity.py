@@ -404,11 +404,7 @@ class CapacityProxy(LoopbackServer):
     thread_name = "capacity"
 
     def __init__(self, target_url: str, port: int = 0) -> None:
-        parsed = urllib.parse.urlsplit(target_url)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ValueError(f"target must be an http:// URL, not {target_url!r}")
-        self.target_host = parsed.hostname
-        self.target_port = parsed.port or 80
+        self._forward_to(target_url)
         self._lock = threading.Lock()
         self._watches: Dict[str, Watch] = {}
         # Tables to watch once a data-plane request names them: name -> (region, watch's keywords, the settings).

@@ -134,6 +134,14 @@ class LoopbackServer:
     _thread: Optional[threading.Thread] = None
     thread_name = "standin"
 
+    def _forward_to(self, target: str) -> None:
+        """Where a proxy forwards to: ``target_host`` and ``target_port`` of an http:// URL."""
+        parsed = urllib.parse.urlsplit(target)
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise ValueError(f"target must be an http:// URL, not {target!r}")
+        self.target_host = parsed.hostname
+        self.target_port = parsed.port or 80
+
     @property
     def port(self) -> int:
         return self._server.server_address[1]
@@ -166,11 +174,7 @@ class FaultProxy(LoopbackServer):
     thread_name = "faultproxy"
 
     def __init__(self, target: str, port: int = 0, rules: Sequence[Any] = (), record: bool = False) -> None:
-        parsed = urllib.parse.urlsplit(target)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ValueError(f"target must be an http:// URL, not {target!r}")
-        self.target_host = parsed.hostname
-        self.target_port = parsed.port or 80
+        self._forward_to(target)
         self._lock = threading.Lock()
         self._state = _State(rules=[Rule.parse(r) for r in rules], record=record)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
