@@ -131,10 +131,14 @@ class Watch(threading.Thread):
         self.join()
         self._alive = self.sample()
 
-    def lost(self, skip: Iterable[int] = ()) -> float:
-        """After :meth:`finish`: the CPU of the gone processes the kernel reaped (not those in ``skip``)."""
+    def reaped_by_kernel(self, skip: Iterable[int] = ()) -> Dict[Tuple[int, str], float]:
+        """After :meth:`finish`: the gone processes the kernel reaped (pids in ``skip`` left out), each with its
+        last sampled CPU."""
         left_out = set(skip)
-        return sum(self._last[key] for key in self._auto - self._alive if key[0] not in left_out)
+        return {key: self._last[key] for key in self._auto - self._alive if key[0] not in left_out}
+
+    def lost(self, skip: Iterable[int] = ()) -> float:
+        return sum(self.reaped_by_kernel(skip).values())
 
 
 class TreeClock:
@@ -160,14 +164,11 @@ class TreeClock:
     def stop(self) -> TreeClock:
         self.wall_s = time.perf_counter() - self._wall
         after = tree_cpu(os.getpid(), self.exclude)
-        watch = self._watch
-        watch._stop_event.set()
-        watch.join()
-        alive = watch.sample()
-        gone = watch._auto - alive
+        self._watch.finish()
+        gone = self._watch.reaped_by_kernel()
         # What those had at the start is in self._cpu and must not be taken off: it is nowhere in ``after``.
-        self.auto_reaped_s = sum(watch._last[key] - self._at_start.get(key, 0.0) for key in gone)
-        self.cpu_s = after - self._cpu + sum(watch._last[key] for key in gone)
+        self.auto_reaped_s = sum(last - self._at_start.get(key, 0.0) for key, last in gone.items())
+        self.cpu_s = after - self._cpu + sum(gone.values())
         return self
 
 
