@@ -84,13 +84,24 @@ def client(service: str, region: Optional[str] = None, *, data_plane: bool = Fal
             connect_timeout=10,
             read_timeout=60,
         )
-        if not _session:
-            _session.append(boto3.session.Session())
-        made = _session[0].client(service, config=config)
+        made = _shared_session().client(service, config=config)
         for event, handler in events:
             made.meta.events.register(event, handler)
         _clients[key] = made
         return made
+
+
+def _shared_session() -> Any:
+    if not _session:
+        _session.append(boto3.session.Session())
+    return _session[0]
+
+
+def credentials() -> Any:
+    """The credentials of this process's clients (botocore's, refreshed as they near expiry; None when there are
+    none): for a request ddbvault signs itself (``dynamo.wire.Sender``)."""
+    with _lock:
+        return _shared_session().get_credentials()
 
 
 class RawMember:

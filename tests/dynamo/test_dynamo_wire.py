@@ -46,14 +46,28 @@ def wire_records(texts, key_types=("S", "N")):
     return out
 
 
-def capture_bodies(client):
-    bodies = []
+def capture_requests(client, monkeypatch):
+    """Every request ``client``'s HTTP session sends, as sent (body, headers): the client's own calls and the
+    wire ``Sender``'s, which borrows that session, alike."""
+    sent = []
+    http = client._endpoint.http_session
+    send = http.send
 
-    def record(request, **_):
-        bodies.append(bytes(request.body))
+    def record(request):
+        sent.append(request)
+        return send(request)
 
-    client.meta.events.register("before-send.dynamodb.BatchWriteItem", record)
-    return bodies
+    monkeypatch.setattr(http, "send", record)
+    return sent
+
+
+def batch_bodies(requests):
+    """The bodies of the captured BatchWriteItem requests."""
+    return [bytes(r.body) for r in requests if _text(r.headers.get("X-Amz-Target")).endswith(".BatchWriteItem")]
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 @pytest.mark.parametrize("make", [every_type, unicode_item], ids=["every-type", "unicode"])
@@ -64,13 +78,14 @@ def test_wire_body_equals_what_botocore_sends(tables, make, monkeypatch):
     # The writer's clients are cached per process: these are theirs, in a cache of this test's own (the
     # recording handlers stay off the clients other tests get).
     monkeypatch.setattr(aws, "_clients", {})
-    wired = capture_bodies(aws.client("dynamodb", REGION_A, data_plane=True, events=wire.EVENTS))
+    wired = capture_requests(aws.client("dynamodb", REGION_A, data_plane=True, events=wire.EVENTS), monkeypatch)
     stats_wire = write_items(name, wire_records(texts), key_names=("pk", "sk"), region=REGION_A, policy=FAST)
     plain = [(codec.decode_item(t), codec.item_size(codec.decode_item(t))) for t in texts]
-    botocore_body = capture_bodies(aws.client("dynamodb", REGION_A, data_plane=True))
+    botocore_body = capture_requests(aws.client("dynamodb", REGION_A, data_plane=True), monkeypatch)
     # The botocore path: a client without the wire handlers, as the writer used before the wire path.
     monkeypatch.setattr(wire, "EVENTS", ())
     stats_plain = write_items(other, plain, key_names=("pk", "sk"), region=REGION_A, policy=FAST)
+    wired, botocore_body = batch_bodies(wired), batch_bodies(botocore_body)
 
     assert stats_wire.items == stats_plain.items == 30
     assert len(wired) == len(botocore_body) == 2  # 25 + 5, both ways
@@ -136,20 +151,26 @@ def test_wire_deletes_and_puts_in_one_call(tables):
         codec.encode_item({"pk": {"S": f"k{i}"}, "sk": {"N": str(i)}, "new": {"N": "1"}}) for i in range(0, 10, 2))
 
 
-def test_the_signature_covers_the_wire_body(tables):
-    """The body is put in place before SigV4 signing: the request's signature is the one of the bytes sent
-    (moto does not check signatures, so this recomputes it)."""
+@pytest.mark.parametrize("path", ["sender", "client"])
+def test_the_signature_covers_the_wire_body(tables, path, monkeypatch):
+    """The request is signed over the body that is sent, by the wire ``Sender`` and by the client's own path
+    (the fallback when the client lends no HTTP session): moto does not check signatures, so this recomputes it."""
     import boto3
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
     name = tables.create("pk", "S", "sk", "N")
     texts = [codec.encode_item(every_type(i)) for i in range(3)]
-    sent = []
-    client = aws.client("dynamodb", REGION_A, data_plane=True, events=wire.EVENTS)
-    client.meta.events.register("before-send.dynamodb.BatchWriteItem", lambda request, **_: sent.append(request))
+    monkeypatch.setattr(aws, "_clients", {})
+    if path == "client":
+        monkeypatch.setattr(wire.Sender, "of", classmethod(lambda cls, client, credentials: None))
+    requests = capture_requests(aws.client("dynamodb", REGION_A, data_plane=True, events=wire.EVENTS), monkeypatch)
     write_items(name, wire_records(texts), key_names=("pk", "sk"), region=REGION_A, policy=FAST)
-
+    sent = [r for r in requests if _text(r.headers.get("X-Amz-Target")).endswith(".BatchWriteItem")]
+    if path == "client":  # botocore's own call: its invocation id header is there, the sender sends none
+        assert all("amz-sdk-invocation-id" in r.headers for r in sent)
+    else:
+        assert not any("amz-sdk-invocation-id" in r.headers for r in sent)
     (request,) = sent
     assert request.body == wire.request_body(name, [r[0] for r in wire_records(texts)])
     headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
@@ -165,3 +186,91 @@ def test_the_signature_covers_the_wire_body(tables):
     # and a body that differs by one byte would not have it
     copy.data = request.body.replace(b'"plain"', b'"plaiN"')
     assert signer.signature(signer.string_to_sign(copy, signer.canonical_request(copy)), copy) != expected
+
+
+def test_the_sender_answers_as_the_client_does(faults, tables, monkeypatch):
+    """The same call through the ``Sender`` and through the client: equal answers (binary keys of
+    ``UnprocessedItems`` as bytes, capacity figures), and errors with the same code, status and retry class."""
+    from botocore.exceptions import ClientError
+
+    from ddbvault.dynamo import retry
+
+    name = tables.create("pk", "B", "sk", "N")
+    items = [{"pk": {"B": bytes([i, 0, 255])}, "sk": {"N": f"{i}.5"}, "v": {"BS": [b"\x01", b"\x02"]}}
+             for i in range(4)]
+    body = wire.request_body(name, [r[0] for r in wire_records([codec.encode_item(i) for i in items],
+                                                                 ("B", "N"))])
+    client = aws.client("dynamodb", REGION_A, data_plane=True, events=wire.EVENTS)
+    sender = wire.Sender.of(client, aws.credentials())
+    assert sender is not None
+
+    def both():
+        answers = []
+        for send in (lambda: sender.batch_write_item(body),
+                     lambda: client.batch_write_item(RequestItems=wire.WireBody(name, body),
+                                                     ReturnConsumedCapacity="TOTAL")):
+            try:
+                answer = send()
+                answer.pop("ResponseMetadata", None)
+                answers.append(answer)
+            except ClientError as err:
+                answers.append((retry.error_code(err), err.response["ResponseMetadata"]["HTTPStatusCode"],
+                                err.response["Error"]["Message"], retry.is_throttle(err), retry.is_retryable(err)))
+        return answers
+
+    faults.set_rules(["BatchWriteItem:unprocessed:keep=1"])
+    ours, theirs = both()
+    assert ours == theirs
+    assert [r["PutRequest"]["Item"]["pk"] for r in ours["UnprocessedItems"][name]] == [
+        {"B": bytes([i, 0, 255])} for i in (1, 2, 3)]
+    assert ours["UnprocessedItems"][name][0]["PutRequest"]["Item"]["v"] == {"BS": [b"\x01", b"\x02"]}
+    for rule, expected in (("BatchWriteItem:throttle", ("ProvisionedThroughputExceededException", 400, True)),
+                           ("BatchWriteItem:throttle:code=ThrottlingException", ("ThrottlingException", 400, True)),
+                           ("BatchWriteItem:server_error", ("InternalServerError", 500, False))):
+        faults.set_rules([rule])
+        ours, theirs = both()
+        assert ours == theirs
+        assert (ours[0], ours[1], ours[3], ours[4]) == (*expected, True)
+
+
+class _Answer:
+    def __init__(self, status, content, headers):
+        self.status_code, self.content, self.headers = status, content, headers
+
+
+class _OneAnswer:
+    """An HTTP session that answers every request with one canned response."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def send(self, request):
+        return self.answer
+
+
+@pytest.mark.parametrize("status,content,crc,expected", [
+    (502, b"<html>Bad Gateway</html>", None, ("502", 502, "<html>Bad Gateway</html>")),
+    (400, b'{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","message":"Too many items"}', None,
+     ("ValidationException", 400, "Too many items")),
+    (200, b'{"UnprocessedItems":{}}', 1234, "checksum"),
+])
+def test_the_sender_reads_errors_the_way_botocore_does(status, content, crc, expected):
+    from botocore.credentials import Credentials
+    from botocore.exceptions import ChecksumError, ClientError
+
+    from ddbvault.dynamo import retry
+
+    headers = {"x-amz-crc32": str(crc)} if crc is not None else {}
+    sender = wire.Sender(_OneAnswer(_Answer(status, content, headers)), "http://127.0.0.1:9", REGION_A,
+                         Credentials("AKID", "secret"))
+    if expected == "checksum":
+        with pytest.raises(ChecksumError) as err:
+            sender.batch_write_item(b"{}")
+        assert retry.is_retryable(err.value)  # the answer was damaged in transit: the call is sent again
+        return
+    with pytest.raises(ClientError) as err:
+        sender.batch_write_item(b"{}")
+    found = (retry.error_code(err.value), err.value.response["ResponseMetadata"]["HTTPStatusCode"],
+             err.value.response["Error"]["Message"])
+    assert found == expected
+    assert retry.is_retryable(err.value) == (status >= 500)

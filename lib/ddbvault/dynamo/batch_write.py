@@ -6,6 +6,7 @@ retry covers it: we re-send those items ourselves with backoff and slow the shar
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import queue
@@ -150,6 +151,7 @@ class _Writer:
         self.table = table
         self.key_names = key_names
         self.client = aws.client("dynamodb", region, data_plane=True, events=wire.EVENTS)
+        self.sender = wire.Sender.of(self.client, aws.credentials())
         self.limiter = limiter
         self.policy = policy
         self.multiplier = wcu_multiplier
@@ -218,21 +220,30 @@ class _Writer:
 
     def _call(self, pending: List[_Record]) -> Tuple[int, Dict[str, Any]]:
         """One BatchWriteItem through ``retry.call``; returns (attempts made, response). A batch of wire items
-        only is sent as their text (``wire``); any other through botocore's serialiser."""
-        request: Any
+        only is sent as their text (``wire``: by the writer's ``Sender``, or through the client when it lends
+        none); any other through botocore's serialiser."""
+        send: Callable[[], Dict[str, Any]]
         if all(isinstance(r.item, wire.WireItem) for r in pending):
-            request = wire.WireBody(self.table, wire.request_body(self.table, [r.item for r in pending]))
+            body = wire.request_body(self.table, [r.item for r in pending])
+            if self.sender is not None:
+                send = functools.partial(self.sender.batch_write_item, body)
+            else:
+                send = functools.partial(self.client.batch_write_item, RequestItems=wire.WireBody(self.table, body),
+                                         ReturnConsumedCapacity="TOTAL")
         else:
-            request = {self.table: [r.request() for r in pending]}
-        calls = [0]
+            send = functools.partial(self.client.batch_write_item,
+                                     RequestItems={self.table: [r.request() for r in pending]},
+                                     ReturnConsumedCapacity="TOTAL")
+        calls = 0
 
         def put_batch() -> Dict[str, Any]:
-            calls[0] += 1
-            return self.client.batch_write_item(RequestItems=request, ReturnConsumedCapacity="TOTAL")
+            nonlocal calls
+            calls += 1
+            return send()
 
         response = retry.call(put_batch, policy=self.policy, what=self.what, limiter=self.limiter,
                               advice=WRITE_ADVICE)
-        return calls[0], response
+        return calls, response
 
     def _unprocessed(self, response: Dict[str, Any], pending: List[_Record]) -> List[_Record]:
         returned = (response.get("UnprocessedItems") or {}).get(self.table) or []

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TypeVar
 
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import ChecksumError, ClientError, ConnectionError, HTTPClientError
 
 from ddbvault.errors import CapacityError
 
@@ -106,8 +106,9 @@ def is_retryable(exc: BaseException) -> bool:
         return is_throttle(exc) or error_code(exc) in SERVER_ERROR_CODES or _status(exc) >= 500
     # ConnectionError: endpoint unreachable, connect timeout; HTTPClientError: connection closed,
     # read timeout, response stream broken. A request cut off this way may or may not have been applied;
-    # both our calls (Scan, BatchWriteItem of puts) are idempotent, so sending it again is safe.
-    return isinstance(exc, (ConnectionError, HTTPClientError))
+    # both our calls (Scan, BatchWriteItem of puts) are idempotent, so sending it again is safe. ChecksumError:
+    # the answer's x-amz-crc32 does not match what arrived (dynamo.wire.Sender checks it), the same case.
+    return isinstance(exc, (ConnectionError, HTTPClientError, ChecksumError))
 
 
 def call(
