@@ -57,16 +57,18 @@ def counted(table: str) -> int:
 
 
 def raw_write_sweep(items_file: str, hash_only: bool, threads_list: List[int], server: str,
-                    count: Callable[[str], int], *, wire_body: bool = False) -> Dict[str, Any]:
+                    count: Callable[[str], int], *, wire_body: bool = False, signed: bool = False) -> Dict[str, Any]:
     """One process per thread count; the fastest as a row, the sweep in its notes. ``wire_body``: the loop sends
-    request bodies it built from the items' wire text, never decoding an item (as ddbvault's restore does)."""
+    request bodies it built from the items' wire text, never decoding an item (as ddbvault's restore does);
+    ``signed`` as well: it signs and sends each call itself on the client's HTTP session (as ddbvault's does)."""
     tried = []
+    flavour = ("wire_signed_" if signed else "wire_") if wire_body else ""
     for threads in threads_list:
-        table = f"restored_raw_{'wire_' if wire_body else ''}{threads}"
+        table = f"restored_raw_{flavour}{threads}"
         cmd = [sys.executable, os.path.join(common.BENCH_DIR, "contenders.py"), "write", "--table", table,
                "--threads", str(threads), "--items-file", items_file] + (["--hash-only"] if hash_only else []) \
-            + (["--wire-body"] if wire_body else [])
-        log_name = f"raw-write-{'wire-' if wire_body else ''}{server}-{threads}.log"
+            + (["--wire-body"] if wire_body else []) + (["--signed"] if signed else [])
+        log_name = f"raw-write-{flavour.replace('_', '-')}{server}-{threads}.log"
         wall, cpu_s, out, load = common.measured_process(cmd, log_name)
         inner, server_cpu_s = common.last_json_line(out), common.last_server_cpu()
         tried.append({"threads": threads, "wall_s": round(wall, 2), "cpu_s": round(cpu_s, 2), "items": count(table),
@@ -74,7 +76,8 @@ def raw_write_sweep(items_file: str, hash_only: bool, threads_list: List[int], s
                       "loop_wall_s": inner.get("wall_s"), "load1": load})
     best = min(tried, key=lambda t: t["wall_s"])
     sweep = ", ".join(f"{t['threads']} {t['wall_s']:.1f}s" for t in tried)
-    what = "raw boto3 BatchWriteItem loop" + (" + pre-built request bodies" if wire_body else "")
+    what = "raw boto3 BatchWriteItem loop" + (" + pre-built request bodies" if wire_body else "") \
+        + (" + own signed requests" if signed else "")
     return common.cpu_row("restore", server, f"{what}, best {best['threads']} threads",
                           best["items"], best["wall_s"], cpu_s=best["cpu_s"], load=best["load1"],
                           server_cpu_s=best["server_cpu_s"], sweep=tried,
@@ -123,6 +126,8 @@ def run(bench: common.Bench, args: argparse.Namespace) -> Dict[str, Any]:
     threads = [int(t) for t in args.write_threads.split(",")]
     rows.append(raw_write_sweep(items_file, not bench.range_key, threads, SERVER, counted))
     rows.append(raw_write_sweep(items_file, not bench.range_key, threads, SERVER, counted, wire_body=True))
+    rows.append(raw_write_sweep(items_file, not bench.range_key, threads, SERVER, counted, wire_body=True,
+                                signed=True))
 
     cmd = [common.tool("dynamodump"), "-m", "restore", "-r", common.REGION, "--host", "127.0.0.1",
            "--port", str(bench.port), "--accessKey", "a", "--secretKey", "a", "-s", bench.table,

@@ -38,6 +38,7 @@ import common
 
 from servers import free_port, running
 
+FLOOR = "floor: a job that only starts Spark and reads the vault, whole job"
 SERVER = "wire-speed stand-in"
 TABLE = "bench_source"
 
@@ -122,6 +123,11 @@ def run(args: argparse.Namespace, workdir: str) -> Dict[str, Any]:
         add("restore", "ddbvault jobs/restore_table.py, whole job (JVM start incl.)", written.get("restored_b", 0),
             figures, bench_restore.fixed_note(figures[0], figures[2].get("load_s"), figures[2].get("method")),
             load_s=figures[2].get("load_s"))
+        found = common.measured_process([sys.executable, os.path.join(common.BENCH_DIR, "floor_job.py"), vault_b],
+                                        "wirespeed-floor.log")
+        floor = common.last_json_line(found[2])
+        add("restore", FLOOR, int(floor.get("items") or 0), (*found[:2], floor, found[3]),
+            f"session {floor.get('session_s')} s; what any job pays before its first item")
 
         figures = common.measured_in_process(lambda: verify_replica(
             VerifyOptions(vault=vault_a, table=TABLE, region=region, max_read_units=1e9), Run(job="verify_replica"),
@@ -139,10 +145,11 @@ def run(args: argparse.Namespace, workdir: str) -> Dict[str, Any]:
         rows.append(bench_export.raw_scan_sweep(TABLE, configs, json_path=False, server=SERVER))
         rows.append(bench_export.raw_scan_sweep(TABLE, configs, json_path=True, server=SERVER))
         threads = [int(t) for t in args.write_threads.split(",")]
-        for wire_body in (False, True):
+        for wire_body, signed in ((False, False), (True, False), (True, True)):
             rows.append(bench_restore.raw_write_sweep(
                 items_file, args.hash_only, threads, SERVER,
-                lambda table: stand_in(url, "/bench/stats")["written"].get(table, 0), wire_body=wire_body))
+                lambda table: stand_in(url, "/bench/stats")["written"].get(table, 0), wire_body=wire_body,
+                signed=signed))
     mismatched = [r["contender"] for r in rows if r["items"] != n]
     print(f"\nAGAINST THE WIRE-SPEED STAND-IN, {n:,} items\n{common.markdown_table(rows)}", flush=True)
     if mismatched:

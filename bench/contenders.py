@@ -2,7 +2,8 @@
 (``cpu.measure``): plain low-level-client loops, as a person would write them without ddbvault.
 
     python bench/contenders.py scan --table T --threads N --segments S [--json-fast-path]
-    python bench/contenders.py write --table T --threads N --items-file ITEMS.jsonl [--hash-only] [--wire-body]
+    python bench/contenders.py write --table T --threads N --items-file ITEMS.jsonl [--hash-only]
+        [--wire-body [--signed]]
 
 Every loop shares one low-level client among its threads (boto3's advice: clients are thread-safe; making one
 per thread only parses the service model again).
@@ -13,9 +14,11 @@ made them, instead of botocore's per-attribute parsing: the same trick ddbvault'
 (binaries as bytes), the table created, then N threads send BatchWriteItem of 25 puts, re-sending
 ``UnprocessedItems`` with backoff. With ``--wire-body`` the loop never decodes an item: it keeps each line's
 text and sends the request body it builds by string concatenation (a ``before-call`` hook puts it in place of
-botocore's serialisation), the same trick ddbvault's restore uses. Both print one JSON line: items, wall_s
-and cpu_s of the loop itself (this process's own getrusage), next to which the caller has the whole process's
-figures.
+botocore's serialisation), the same trick ddbvault's restore uses. With ``--signed`` as well, each call skips the
+client's per-call pipeline: the loop signs its request with botocore's SigV4 signer and sends it on the client's
+HTTP session, reading the answer with ``json.loads`` (again what ddbvault's restore does). Both print one JSON
+line: items, wall_s and cpu_s of the loop itself (this process's own getrusage), next to which the caller has the
+whole process's figures.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ import time
 from typing import Any, Dict, List
 
 import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
 
@@ -134,6 +139,8 @@ def write(args: argparse.Namespace) -> int:
     errors: List[BaseException] = []
     written = [0]
 
+    if args.signed:
+        post = _signed_sender(ddb)
     if args.wire_body:
         ddb.meta.events.register("before-parameter-build.dynamodb.BatchWriteItem", _take_wire_body)
         ddb.meta.events.register("before-call.dynamodb.BatchWriteItem", _put_wire_body)
@@ -154,7 +161,14 @@ def write(args: argparse.Namespace) -> int:
                     request = {args.table: [{"PutRequest": {"Item": item}} for item in batch]}
                 delay = 0.05
                 while request:
-                    request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                    if args.signed:
+                        unprocessed = post(request).get("UnprocessedItems") or {}
+                        # Returned puts go back as a body of their own (items in wire JSON, as they came back).
+                        request = (head + ",".join(json.dumps(r, separators=(",", ":")) for r in
+                                                   unprocessed.get(args.table, [])) + "]}}").encode("utf-8") \
+                            if unprocessed else None
+                    else:
+                        request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
                     if request:
                         time.sleep(delay)
                         delay = min(delay * 2, 2.0)
@@ -163,6 +177,25 @@ def write(args: argparse.Namespace) -> int:
 
     run(work, args.threads, errors)
     return written[0]
+
+
+def _signed_sender(ddb: Any) -> Any:
+    """A BatchWriteItem of a pre-built body, signed here and sent on the client's HTTP session."""
+    credentials = boto3.session.Session().get_credentials()
+    http = ddb._endpoint.http_session
+    url = ddb.meta.endpoint_url.rstrip("/") + "/"
+    region = ddb.meta.region_name
+    headers = {"Content-Type": "application/x-amz-json-1.0", "X-Amz-Target": "DynamoDB_20120810.BatchWriteItem"}
+
+    def post(body: bytes) -> Dict[str, Any]:
+        request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
+        SigV4Auth(credentials.get_frozen_credentials(), "dynamodb", region).add_auth(request)
+        response = http.send(request.prepare())
+        if response.status_code != 200:
+            raise RuntimeError(f"BatchWriteItem: HTTP {response.status_code}: {response.content[:200]!r}")
+        return json.loads(response.content)
+
+    return post
 
 
 def run(work, threads: int, errors: List[BaseException]) -> None:
@@ -189,7 +222,10 @@ def main(argv=None) -> None:
     two.add_argument("--items-file", required=True)
     two.add_argument("--hash-only", action="store_true")
     two.add_argument("--wire-body", action="store_true")
+    two.add_argument("--signed", action="store_true")
     args = parser.parse_args(argv)
+    if args.what == "write" and args.signed and not args.wire_body:
+        parser.error("--signed sends pre-built bodies: give --wire-body too")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = usage.ru_utime + usage.ru_stime, time.perf_counter()
     items = scan(args) if args.what == "scan" else write(args)

@@ -108,6 +108,12 @@ def summary(rows: List[Dict[str, Any]]) -> List[str]:
             out.append(f"{row['contender']}: load rate / the fastest raw loop's ({fastest['contender']}): "
                        f"{_ratio(fastest['load_s'], row['load_s'])} (target >= 0.9); fixed cost beyond the load "
                        f"{row['wall_s'] - row['load_s']:.1f} s")
+    job, floor = _find(rows, "restore", wire, "ddbvault jobs/"), _find(rows, "restore", wire, "floor:")
+    if job and floor and job.get("load_s"):
+        out.append(f"restore whole job against the stand-in: fixed cost beyond the load "
+                   f"{job['wall_s'] - job['load_s']:.1f} s, of which the floor (a job that only starts Spark and "
+                   f"reads the vault) {floor['wall_s']:.1f} s and the restore's own steps "
+                   f"{job['wall_s'] - job['load_s'] - floor['wall_s']:.1f} s")
     return out
 
 
