@@ -125,6 +125,11 @@ class Sender:
     """BatchWriteItem with a body ddbvault built: signed with botocore's SigV4 signer and sent on ``client``'s own
     HTTP session, without the client's per-call pipeline. Thread-safe, as the client's session is.
 
+    It posts to the client's endpoint (``client.meta.endpoint_url``: the region's, FIPS or dual-stack as
+    configured, or ``AWS_ENDPOINT_URL_DYNAMODB``). botocore may pick an account-based endpoint
+    (``<account>.ddb.<region>.amazonaws.com``) per call when the credentials name an account; the regional one
+    this uses serves the same tables.
+
     The answer is what the client would return for the same call, apart from types botocore's parser would give:
     ``UnprocessedItems`` has binaries as ``bytes`` (the low-level form the writer matches keys in), and an error
     is a ``ClientError`` with the code (``__type`` after its ``#``), message and HTTP status. A response whose
