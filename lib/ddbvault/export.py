@@ -220,6 +220,7 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
                         .mapPartitions(lambda segs: stage_partition(plan, staged_at, opts.vault_region, segs)) \
                         .collect()  # one small dict per segment, never items
         run.summary["read_capacity"] = reads.summary()
+        log.info("export %s, its pace: %s", opts.table, run.summary["read_capacity"]["advice"])
         scanned, digest = commit_staged(spark, opts, run, meta, writer=writer, total=total, change_time=scan_started,
                                         stream_arn=description.get("LatestStreamArn"), stream_view=view)
     elapsed = time.time() - started

@@ -139,7 +139,7 @@ def read_stream(spark, opts: MergeOptions, run_id: str, staging: str, *, stream_
             .mapPartitions(lambda part: _read_tasks(plan, part))
         with raising_executor_errors():
             spark.createDataFrame(rdd, staging_schema(), verifySchema=False).write.mode("overwrite").parquet(staging)
-    calls = dict(reads.summary(), source=source)
+    calls = dict(reads.summary(judged=False), source=source)
     staged = spark.read.schema(staging_schema()).parquet(staging)
     positions = {}
     for row in staged.where(F.col("position").isNotNull()).select("position").collect():

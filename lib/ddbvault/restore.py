@@ -262,6 +262,7 @@ def restore_table(opts: RestoreOptions, run, spark=None) -> Dict[str, Any]:
                        .collect())  # one small stats dict per partition, never items
     elapsed = time.time() - started
     run.summary["write_capacity"] = writes.summary()
+    log.info("restore %s, its pace: %s", opts.table, run.summary["write_capacity"]["advice"])
     written = sum(r["items"] for r in results if not r["skipped"])
     skipped = sum(r["items"] for r in results if r["skipped"])
     if written + skipped != manifest["items"]:

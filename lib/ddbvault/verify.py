@@ -245,6 +245,7 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
         "expired": result[EXPIRED], "examples": result["examples"], "consumed_rcu": round(reads.consumed, 1),
         "compare_s": round(time.time() - started, 3), "read_capacity": reads.summary(),
     })
+    log.info("verify %s, its pace: %s", opts.table, run.summary["read_capacity"]["advice"])
     bad = {kind: result[kind] for kind in MISMATCHES if result[kind]}
     if bad:
         shown = "; ".join(f"{kind} {count} (e.g. {result['examples'][kind][0]})" for kind, count in bad.items())

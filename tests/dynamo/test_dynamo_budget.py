@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pytest
 
-from ddbvault.dynamo.budget import BudgetClient, BudgetService, Endpoint, windows
+from ddbvault.dynamo.budget import BudgetClient, BudgetService, Endpoint, limited_by, windows
 from ddbvault.errors import CapacityError
 
 BUDGET = 200.0
@@ -148,3 +148,33 @@ def test_windows_sum_every_run_of_seconds_with_gaps_as_zero():
     assert windows({10: 1.0, 11: 2.0, 13: 4.0}, 2) == [3.0, 2.0, 4.0]
     assert windows({5: 7.0}, 10) == [7.0]
     assert windows({}, 10) == []
+
+
+@pytest.mark.parametrize("mean,active,throttles,expected", [
+    (950.0, 120, 0, "budget"),      # pacing held it at the budget
+    (800.0, 30, 0, "budget"),       # 80% is reached
+    (790.0, 600, 0, "cluster"),     # below it, never throttled, long enough: the job's own work was the limit
+    (100.0, 600, 3, "table"),       # throttled: the table's capacity was below the budget
+    (990.0, 600, 1, "table"),       # any throttle names the table, even at the budget
+    (100.0, 29, 0, "unknown"),      # too short to tell
+    (0.0, 600, 0, "unknown"),       # nothing consumed
+])
+def test_what_held_a_jobs_pace(mean, active, throttles, expected):
+    limit, advice = limited_by(1000.0, mean, active, throttles, "WCU")
+    assert limit == expected
+    assert "1000 WCU/s" in advice or expected == "unknown"
+    if expected == "cluster":
+        assert "79%" in advice and "more executors" in advice
+
+
+def test_a_jobs_summary_says_what_held_its_pace():
+    with BudgetService(1000.0, host="127.0.0.1", unit_name="RCU") as service:
+        with BudgetClient(service.endpoint) as client:
+            client.acquire(10.0)
+            client.settle(10.0, 10.0)
+        deadline = time.time() + 5
+        while service.consumed != pytest.approx(10.0) and time.time() < deadline:
+            time.sleep(0.05)
+        judged = service.summary()
+        assert (judged["limited_by"], judged["active_s"], judged["throttles"]) == ("unknown", 1, 0)
+        assert "limited_by" not in service.summary(judged=False)

@@ -174,15 +174,21 @@ class BudgetService:
         with self._lock:
             return dict(self._per_second)
 
-    def summary(self, window_s: int = 10) -> Dict[str, Any]:
-        """Consumed units, the busiest ``window_s`` window and the mean rate, against the budget."""
+    def summary(self, window_s: int = 10, judged: bool = True) -> Dict[str, Any]:
+        """Consumed units, the busiest ``window_s`` window and the mean rate, against the budget, and (``judged``)
+        what held the job's pace (:func:`limited_by`): for a scan or a load, not for a stream's reads, whose pace
+        is the stream's."""
         seconds = self.per_second()
         peak = max(windows(seconds, window_s) or [0.0]) / window_s
         span = (max(seconds) - min(seconds) + 1) if seconds else 0
         mean = sum(seconds.values()) / span if span else 0.0
-        return {"budget": self.units, "consumed": round(self.consumed, 1),
-                "peak_window_rate": round(peak, 2), "mean_rate": round(mean, 2),
-                "throttles": self.limiter.throttles}
+        out = {"budget": self.units, "consumed": round(self.consumed, 1),
+               "peak_window_rate": round(peak, 2), "mean_rate": round(mean, 2),
+               "throttles": self.limiter.throttles, "active_s": span}
+        if judged:
+            out["limited_by"], out["advice"] = limited_by(self.units, mean, span, self.limiter.throttles,
+                                                          self.unit_name)
+        return out
 
     # -- what a connection asks for (called on the server's threads) -----------------------------------
 
@@ -420,6 +426,38 @@ def limiter_for(endpoint: Optional[Endpoint], threads: int = 1) -> Any:
 def close(limiter: Any) -> None:
     if isinstance(limiter, BudgetClient):
         limiter.close()
+
+
+# Below this share of its budget, a job that was never throttled was held back by its own work, not by pacing.
+BUDGET_SHARE_REACHED = 0.8
+# A job shorter than this spent much of its time ramping up (tasks starting, the first calls sized for all
+# callers): its mean rate says little about what held it.
+MIN_ACTIVE_S = 30
+
+
+def limited_by(budget: float, mean_rate: float, active_s: float, throttles: int,
+               unit_name: str = "RCU") -> Tuple[str, str]:
+    """(what held the job's pace, advice for the operator) from its budget and what it consumed.
+
+    - ``table``: DynamoDB throttled calls: the table's (or an index's) capacity was below the budget;
+    - ``budget``: the job ran at 80% of its budget or more: the pacing held it there;
+    - ``cluster``: below that without a throttle over at least 30 s: the job's own work (its tasks and their
+      threads, the CPU per item) was the limit, not the table: a bigger cluster would finish sooner;
+    - ``unknown``: too short to tell (or nothing consumed).
+    """
+    if throttles:
+        return "table", (f"DynamoDB throttled {throttles} calls: the table's (or an index's) capacity, not the "
+                         f"budget of {budget:g} {unit_name}/s, set the pace; a lower budget would spare its other "
+                         f"users the throttling")
+    if active_s < MIN_ACTIVE_S or mean_rate <= 0:
+        return "unknown", f"the job was active {active_s:g} s: too short to tell what held its pace"
+    share = mean_rate / budget
+    if share >= BUDGET_SHARE_REACHED:
+        return "budget", (f"the job ran at {share:.0%} of its budget of {budget:g} {unit_name}/s: the budget set "
+                          f"the pace; a larger one (if the table has capacity to spare) would finish sooner")
+    return "cluster", (f"the job used {share:.0%} of its budget of {budget:g} {unit_name}/s ({mean_rate:g}/s on "
+                       f"average over {active_s:g} s) without a throttle: its own tasks, not the table, set the "
+                       f"pace; more executors (or cores) would finish sooner")
 
 
 def windows(per_second: Dict[int, float], seconds: int = 10) -> List[float]:
