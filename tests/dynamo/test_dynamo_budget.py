@@ -153,10 +153,12 @@ def test_windows_sum_every_run_of_seconds_with_gaps_as_zero():
 @pytest.mark.parametrize("mean,active,throttles,expected", [
     (950.0, 120, 0, "budget"),      # pacing held it at the budget
     (800.0, 30, 0, "budget"),       # 80% is reached
+    (990.0, 600, 4, "budget"),      # a few throttles on the way do not change that
     (790.0, 600, 0, "cluster"),     # below it, never throttled, long enough: the job's own work was the limit
-    (100.0, 600, 3, "table"),       # throttled: the table's capacity was below the budget
-    (990.0, 600, 1, "table"),       # any throttle names the table, even at the budget
+    (100.0, 600, 3, "table"),       # throttled and below the budget: the table's capacity was the limit
+    (100.0, 10, 2, "table"),        # however short the job
     (100.0, 29, 0, "unknown"),      # too short to tell
+    (990.0, 29, 0, "unknown"),
     (0.0, 600, 0, "unknown"),       # nothing consumed
 ])
 def test_what_held_a_jobs_pace(mean, active, throttles, expected):
@@ -165,6 +167,8 @@ def test_what_held_a_jobs_pace(mean, active, throttles, expected):
     assert "1000 WCU/s" in advice or expected == "unknown"
     if expected == "cluster":
         assert "79%" in advice and "more executors" in advice
+    if throttles:
+        assert f"{throttles} calls" in advice
 
 
 def test_a_jobs_summary_says_what_held_its_pace():

@@ -439,22 +439,26 @@ def limited_by(budget: float, mean_rate: float, active_s: float, throttles: int,
                unit_name: str = "RCU") -> Tuple[str, str]:
     """(what held the job's pace, advice for the operator) from its budget and what it consumed.
 
-    - ``table``: DynamoDB throttled calls: the table's (or an index's) capacity was below the budget;
-    - ``budget``: the job ran at 80% of its budget or more: the pacing held it there;
+    - ``budget``: over at least 30 s the job ran at 80% of its budget or more: the pacing held it there (a few
+      throttles on the way, a partition splitting or a burst elsewhere on the table, do not change that);
+    - ``table``: below that, and DynamoDB throttled calls: the table's (or an index's) capacity was below the
+      budget;
     - ``cluster``: below that without a throttle over at least 30 s: the job's own work (its tasks and their
       threads, the CPU per item) was the limit, not the table: a bigger cluster would finish sooner;
     - ``unknown``: too short to tell (or nothing consumed).
     """
+    share = mean_rate / budget if budget > 0 else 0.0
+    long_enough = active_s >= MIN_ACTIVE_S and mean_rate > 0
+    if long_enough and share >= BUDGET_SHARE_REACHED:
+        also = f" ({throttles} calls were throttled on the way)" if throttles else ""
+        return "budget", (f"the job ran at {share:.0%} of its budget of {budget:g} {unit_name}/s{also}: the budget "
+                          f"set the pace; a larger one (if the table has capacity to spare) would finish sooner")
     if throttles:
-        return "table", (f"DynamoDB throttled {throttles} calls: the table's (or an index's) capacity, not the "
-                         f"budget of {budget:g} {unit_name}/s, set the pace; a lower budget would spare its other "
-                         f"users the throttling")
-    if active_s < MIN_ACTIVE_S or mean_rate <= 0:
+        return "table", (f"DynamoDB throttled {throttles} calls and the job ran at {share:.0%} of its budget of "
+                         f"{budget:g} {unit_name}/s: the table's (or an index's) capacity, not the budget, set the "
+                         f"pace; a budget within the table's capacity would spare its other users the throttling")
+    if not long_enough:
         return "unknown", f"the job was active {active_s:g} s: too short to tell what held its pace"
-    share = mean_rate / budget
-    if share >= BUDGET_SHARE_REACHED:
-        return "budget", (f"the job ran at {share:.0%} of its budget of {budget:g} {unit_name}/s: the budget set "
-                          f"the pace; a larger one (if the table has capacity to spare) would finish sooner")
     return "cluster", (f"the job used {share:.0%} of its budget of {budget:g} {unit_name}/s ({mean_rate:g}/s on "
                        f"average over {active_s:g} s) without a throttle: its own tasks, not the table, set the "
                        f"pace; more executors (or cores) would finish sooner")

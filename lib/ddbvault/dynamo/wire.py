@@ -171,8 +171,7 @@ class Sender:
         unprocessed = answer.get("UnprocessedItems")
         if unprocessed:
             answer["UnprocessedItems"] = {
-                table: [_binaries_as_bytes(request) for request in requests]
-                for table, requests in unprocessed.items()}
+                table: [_binaries_as_bytes(entry) for entry in entries] for table, entries in unprocessed.items()}
         return answer
 
 
