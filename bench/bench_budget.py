@@ -69,7 +69,8 @@ def job_figures(job: str, unit: str, budget: float, *, per_second: Mapping[int, 
         "peak_window_rate": figures["peak_rate"], "peak_ratio": figures["peak_ratio"],
         "mean_rate": figures["mean_rate"], "utilisation": figures["utilisation"],
         "model_throttles": int(sum(throttled.values())), "job_throttles": own.get("throttles"),
-        "items": job_summary.get("items"), "started": started, "finished": finished,
+        "job_limited_by": own.get("limited_by"), "items": job_summary.get("items"), "started": started,
+        "finished": finished,
         "first_second": min(per_second) if per_second else None,
         "last_second": max(per_second) if per_second else None,
     }
@@ -91,7 +92,7 @@ def print_figures(title: str, rows: List[Dict[str, Any]]) -> None:
         print(f"  {r['job']}: mean {r['utilisation']:.0%} of the budget over its active span, busiest window "
               f"{r['peak_ratio']:.0%}: {verdict}; the job counted {r['job_consumed']:,.1f} {r['unit']}, the model "
               f"{r['charged']:,.1f}; this process (model, budget service, driver) used {r['bench_process_cpu']:.0%} "
-              f"of a core")
+              f"of a core; the job's own verdict on its pace: {r['job_limited_by']}")
 
 
 def _num(value: Optional[float], digits: int = 3) -> str:
