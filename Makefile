@@ -13,13 +13,13 @@ JARS := .jars/spark-$(SPARK)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup jars test smoke lint lint-deploy emr-node demo bench bench-node package clean
+.PHONY: help setup jars jvm test smoke lint lint-deploy emr-node demo bench bench-node package clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 	@echo "  SPARK=3.5 (default: pyspark 3.5 + Delta 3.3, EMR 7) or SPARK=4.0 (pyspark 4.0 + Delta 4.0, emr-spark-8)"
 
-setup: $(VENV)/.installed $(JARS)/.fetched ## venv with ddbvault, Spark, Delta, test tools; Delta/s3a jars
+setup: $(VENV)/.installed $(JARS)/.fetched $(JVM_JAR) ## venv with ddbvault, Spark, Delta, test tools; Delta/s3a jars; ddbvault's JVM codec
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,21 @@ jars: $(JARS)/.fetched ## fetch the Delta and s3a jars for SPARK from Maven Cent
 $(JARS)/.fetched: build/pom.xml
 	mvn -q -B -f build/pom.xml -P spark-$(SPARK) dependency:copy-dependencies
 	touch $@
+
+# ddbvault's own JVM code (the export's item codec), compiled against the installed pyspark's jars: bytecode for
+# Java 8 on Spark 3.5 (so one jar serves EMR 7 and emr-spark-8), Java 17 on Spark 4.0 (its jars need it).
+JVM_JAR := $(JARS)/ddbvault-jvm.jar
+JVM_SRC := $(wildcard jvm/src/ddbvault/jvm/*.java)
+JAVA_RELEASE := $(if $(filter 3.5,$(SPARK)),8,17)
+
+jvm: $(JVM_JAR) ## compile ddbvault's JVM codec into .jars/spark-SPARK/ddbvault-jvm.jar
+
+$(JVM_JAR): $(JVM_SRC) $(VENV)/.installed
+	rm -rf build/target/jvm-$(SPARK) && mkdir -p build/target/jvm-$(SPARK) $(JARS)
+	javac --release $(JAVA_RELEASE) -Xlint:all,-path -Werror -encoding UTF-8 \
+		-cp "$$($(PY) -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')/*" \
+		-d build/target/jvm-$(SPARK) $(JVM_SRC)
+	jar cf $@ -C build/target/jvm-$(SPARK) .
 
 test: setup ## the whole suite (starts and stops its own moto server)
 	$(PY) -m pytest $(PYTEST_ARGS)

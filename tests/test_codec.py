@@ -363,7 +363,7 @@ def nest(depth: int) -> Dict[str, Any]:
     return v
 
 
-@pytest.mark.parametrize(("item", "path", "why"), [
+INVALID_ITEMS = [
     ({"profile": {"M": {"tags": {"L": [{"S": "a"}, {"S": "b"}, {"S": "c"}, {"SS": []}]}}}},
      "profile.tags[3]", "empty SS set"),
     ({"a": {"NS": []}}, "a", "empty NS set"),
@@ -402,7 +402,10 @@ def nest(depth: int) -> Dict[str, Any]:
     ({"deep": nest(33)}, "deep" + ".k" * 31, "nesting deeper than 32 levels"),
     ({"d": {"L": [nest(32)]}}, "d[0]" + ".k" * 30, "nesting deeper than 32 levels"),
     ({"é.\"x\"": {"M": {"[0]": {"S": 1}}}}, '["é.\\"x\\""]["[0]"]', "S holds int"),
-])
+]
+
+
+@pytest.mark.parametrize(("item", "path", "why"), INVALID_ITEMS)
 def test_invalid_items_name_the_path(item, path, why):
     with pytest.raises(ItemCodecError) as err:
         codec.encode_item(item)

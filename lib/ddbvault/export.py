@@ -57,6 +57,8 @@ class ExportOptions:
     export_prefix: Optional[str] = None
     export_bucket_owner: Optional[str] = None
     export_wait_s: float = 6 * 3600.0
+    # Items parsed by the JVM codec at the commit when its jar is on the classpath (False: always in Python).
+    jvm_codec: bool = True
 
 
 def read_budget(description: Dict[str, Any], max_read_units: Optional[float],
@@ -130,10 +132,13 @@ def scan_partition(plan: ScanPlan, segments: Iterator[int]) -> Iterator[tuple]:
 
 
 def stage_partition(plan: ScanPlan, staged_at: str, vault_region: Optional[str],
-                    segments: Iterator[int]) -> Iterator[Dict[str, Any]]:
+                    segments: Iterator[int], pages: bool = False) -> Iterator[Dict[str, Any]]:
     """One Spark task of an export: scan its segments, paced by the job's budget, and stage each finished
-    segment's rows in the vault (``vault.staging``); one small dict per segment. Segments a previous attempt of
-    this task already finished are skipped, so a retried task reads only what it had not finished."""
+    segment in the vault (``vault.staging``); one small dict per segment. Segments a previous attempt of
+    this task already finished are skipped, so a retried task reads only what it had not finished.
+
+    ``pages``: stage each Scan page's items as the bytes DynamoDB sent, for the JVM codec at the commit (Python
+    never parses an item); otherwise make each item's row here."""
     already = staging.finished(staged_at, vault_region)
     todo = [s for s in segments if s not in already]
     limiter = budget_service.limiter_for(plan.budget, plan.readers)
@@ -143,16 +148,21 @@ def stage_partition(plan: ScanPlan, staged_at: str, vault_region: Optional[str],
         for segment, page in scan.scan_segments(
                 plan.table, todo, plan.total_segments, threads=plan.readers, region=plan.region,
                 limiter=limiter, policy=retry.RetryPolicy(max_attempts=plan.max_attempts, throttle_s=plan.throttle_s),
-                consistent_read=plan.consistent_read, raw_json=True, units_per_item=plan.units_per_item):
+                consistent_read=plan.consistent_read, raw_json=not pages, raw_bytes=pages,
+                units_per_item=plan.units_per_item):
             out = files.get(segment)
             if out is None:
-                out = files[segment] = staging.SegmentFile(staged_at, segment, vault_region)
-            rows = []
-            for item in page.items:
-                pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
-                rows.append((pk, sk, text, size, integrity.item_hash(text)))
-            out.add_rows(rows)
-            sender.add(items=len(page.items), units=page.consumed, parts_done=1 if page.done else 0)
+                out = files[segment] = staging.SegmentFile(staged_at, segment, vault_region, pages=pages)
+            if pages:
+                out.add_page(page.items_json, page.count)
+            else:
+                rows = []
+                for item in page.items:
+                    pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
+                    rows.append((pk, sk, text, size, integrity.item_hash(text)))
+                out.add_rows(rows)
+            sender.add(items=page.count if pages else len(page.items), units=page.consumed,
+                       parts_done=1 if page.done else 0)
             if page.done:
                 finished = files.pop(segment).finish()
                 yield {"segment": segment, "items": finished.items}
@@ -196,12 +206,16 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
             "stream_arn": description.get("LatestStreamArn"),
             "total_segments": plan_segments(int(description.get("TableSizeBytes") or 0), slots,
                                             opts.readers_per_task, opts.segments),
-            "scan_started": datetime.now(timezone.utc).isoformat()}, datetime.now(timezone.utc))
+            "scan_started": datetime.now(timezone.utc).isoformat(),
+            "staged_as": staging.AS_PAGES if opts.jvm_codec and staging.register_jvm_codec(spark) else staging.AS_ROWS,
+        }, datetime.now(timezone.utc))
+        pages = manifest.get("staged_as") == staging.AS_PAGES
         total = int(manifest["total_segments"])
         scan_started = datetime.fromisoformat(manifest["scan_started"])
         kept = staging.finished(staged_at, opts.vault_region)
         groups = deal(sorted(set(range(total)) - set(kept)), opts.readers_per_task)
         run.summary.update({"table": opts.table, "region": opts.region, "vault": opts.vault, "segments": total,
+                            "item_codec": "jvm" if pages else "python",
                             "segments_reused": len(kept), "tasks": len(groups), "read_budget_rcu": budget,
                             "stream_view": view, "resumed_from": manifest["run_id"] if kept else None})
         log.info("export %s (%s) -> %s: %d segments (%d kept from run %s) in %d tasks x %d readers; budget %.0f RCU/s "
@@ -217,11 +231,12 @@ def export_table(opts: ExportOptions, run, spark=None) -> Dict[str, Any]:
             if groups:
                 with raising_executor_errors():
                     spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
-                        .mapPartitions(lambda segs: stage_partition(plan, staged_at, opts.vault_region, segs)) \
+                        .mapPartitions(lambda segs: stage_partition(plan, staged_at, opts.vault_region, segs, pages)) \
                         .collect()  # one small dict per segment, never items
         run.summary["read_capacity"] = reads.summary()
         log.info("export %s, its pace: %s", opts.table, run.summary["read_capacity"]["advice"])
         scanned, digest = commit_staged(spark, opts, run, meta, writer=writer, total=total, change_time=scan_started,
+                                        pages_of=(hash_key, range_key) if pages else None,
                                         stream_arn=description.get("LatestStreamArn"), stream_view=view)
     elapsed = time.time() - started
     version, written = record_commit(spark, opts, run, meta, manifest=manifest, scanned=scanned, digest=digest,

@@ -8,9 +8,10 @@ import math
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Tuple
 
+from ddbvault.codec import ItemCodecError
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, VaultError, raising_executor_errors
-from ddbvault.vault import integrity, layout, lock, metadata, staging
+from ddbvault.vault import integrity, items, layout, lock, metadata, staging
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,16 @@ def deal(segments: List[int], per_task: int) -> List[List[int]]:
     return [segments[first::tasks] for first in range(min(tasks, len(segments)))]
 
 
-def staged_rows(spark, paths: List[str], change_time: datetime, run_id: str):
-    """The staged segments as the items table's rows (FAILFAST: a damaged line fails the job, never drops)."""
+def staged_rows(spark, paths: List[str], change_time: datetime, run_id: str,
+                pages_of: Optional[Tuple[str, Optional[str]]] = None):
+    """The staged segments as the items table's rows (FAILFAST: a damaged line fails the job, never drops).
+    ``pages_of``: the staging holds Scan pages of a table with these (hash, range) key names, for the JVM codec."""
     from pyspark.sql import functions as F
 
-    staged = spark.read.schema(staging.stage_schema()).option("mode", "FAILFAST").json(paths)
+    if pages_of is not None:
+        staged = staging.page_rows(spark, paths, *pages_of)
+    else:
+        staged = spark.read.schema(staging.stage_schema()).option("mode", "FAILFAST").json(paths)
     return staged.select(
         F.col(staging.PK).alias(layout.PK), F.col(staging.SK).alias(layout.SK),
         F.col(staging.ITEM).alias(layout.ITEM), F.col(staging.SIZE).alias(layout.ITEM_SIZE),
@@ -52,10 +58,12 @@ def staged_rows(spark, paths: List[str], change_time: datetime, run_id: str):
 
 
 def commit_staged(spark, opts: Any, run, meta: Dict[str, Any], *, writer: lock.WriterLock, total: int,
-                  change_time: datetime, **commit_fields: Any) -> Tuple[int, int]:
+                  change_time: datetime, pages_of: Optional[Tuple[str, Optional[str]]] = None,
+                  **commit_fields: Any) -> Tuple[int, Optional[int]]:
     """The staged parts 0..total-1 (scan segments or export files) as the items table's new version, in one Delta
     overwrite whose commit says where the rows came from (``scan_started``: where the next merge starts to replay
-    the stream). Returns (items, digest) of what was staged. Under the writer lease."""
+    the stream). Returns (items, digest) of what was staged; the digest is None for staged pages (``pages_of``),
+    whose rows are made at this commit. Under the writer lease."""
     staged_at = staging.root(opts.vault)
     done = staging.finished(staged_at, opts.vault_region)
     try:
@@ -68,16 +76,26 @@ def commit_staged(spark, opts: Any, run, meta: Dict[str, Any], *, writer: lock.W
     commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=change_time.isoformat(),
                                       **commit_fields)
     writer.check()
-    with raising_executor_errors():
-        staged_rows(spark, paths, change_time, run.run_id).write.format("delta").mode("overwrite") \
-            .option("userMetadata", commit).save(layout.join(opts.vault, layout.ITEMS_DIR))
-    return scanned, digest
+    try:
+        with raising_executor_errors():
+            staged_rows(spark, paths, change_time, run.run_id, pages_of).write.format("delta").mode("overwrite") \
+                .option("userMetadata", commit).save(layout.join(opts.vault, layout.ITEMS_DIR))
+    except Exception as exc:
+        found = staging.codec_failure(exc)
+        if found is None:
+            raise
+        path, reason = found
+        raise ItemCodecError(f"{reason}, in what the scan of table {opts.table} read; nothing was committed, the "
+                             f"vault is as it was: check that the endpoint is DynamoDB's, then rerun the export",
+                             path) from None
+    return scanned, None if pages_of is not None else digest
 
 
 def record_commit(spark, opts: Any, run, meta: Dict[str, Any], *, manifest: Dict[str, Any], scanned: int,
-                  digest: int, change_time: datetime) -> Tuple[int, int]:
+                  digest: Optional[int], change_time: datetime) -> Tuple[int, int]:
     """After :func:`commit_staged`: find this run's commit, mark the staged export committed, keep the table's
-    capture and the version's integrity record. Returns (version, items written)."""
+    capture and the version's integrity record (``digest`` None: the sum of the version's digest shares, which
+    the commit made). Returns (version, items written)."""
     items_path = layout.join(opts.vault, layout.ITEMS_DIR)
     # This run's own commit, by its run id: "the newest" may already be another writer's (an operator's OPTIMIZE).
     mine = metadata.commit_by_run_id(spark, items_path, run.run_id)
@@ -95,6 +113,8 @@ def record_commit(spark, opts: Any, run, meta: Dict[str, Any], *, manifest: Dict
     if written != scanned:
         raise VaultError(f"the export of {opts.table} read {scanned} items but Delta version {version} of "
                          f"{opts.vault} holds {written}: do not restore that version; run the export again")
+    if digest is None:
+        digest = integrity.shares(items.read(spark, opts.vault, version))
     integrity.record(opts.vault, version, written, digest, opts.vault_region, job=run.job, run_id=run.run_id)
     metadata.store.write_json(layout.join(opts.vault, layout.META_DIR, "table.json"), meta, opts.vault_region)
     return version, written

@@ -29,7 +29,9 @@ MIN_PAGE_RCU = 0.5
 
 @dataclass
 class Page:
-    """One Scan response. ``done`` marks a segment's last page; ``last_key`` resumes after it (None at the end)."""
+    """One Scan response. ``done`` marks a segment's last page; ``last_key`` resumes after it (None at the end).
+    With ``items_json`` (the scan's ``raw_bytes`` mode) ``items`` is empty: the page's items are those bytes, a JSON
+    array as DynamoDB sent it, ``count`` of them."""
 
     items: List[Dict[str, Any]]
     consumed: float
@@ -37,6 +39,8 @@ class Page:
     segment: int = 0
     done: bool = False
     last_key: Optional[Dict[str, Any]] = field(default=None, repr=False)
+    items_json: Optional[bytes] = field(default=None, repr=False)
+    count: int = 0
 
 
 def _json_default(value: Any) -> Any:
@@ -61,6 +65,11 @@ def estimate_rcu(items: Sequence[Dict[str, Any]], consistent_read: bool) -> floa
     return max(1, math.ceil(total / 4096)) * per_4kb
 
 
+def estimate_rcu_of_bytes(size: int, consistent_read: bool) -> float:
+    """:func:`estimate_rcu` of a page given as the bytes of its items' JSON."""
+    return max(1, math.ceil(size / 4096)) * (1.0 if consistent_read else 0.5)
+
+
 def _consumed(response: Dict[str, Any]) -> Optional[float]:
     capacity = response.get("ConsumedCapacity")
     if isinstance(capacity, list):  # batch-shaped; Scan returns one dict, but be lenient
@@ -70,8 +79,10 @@ def _consumed(response: Dict[str, Any]) -> Optional[float]:
     return float(capacity["CapacityUnits"])
 
 
-# The export's fast path: Items as the JSON DynamoDB sent (see ``aws.RawMember``).
+# The export's fast paths: Items as json.loads makes them (``aws.RawMember``), or as the bytes DynamoDB sent
+# (``aws.RawBytes``).
 RAW_JSON_EVENTS = (("before-parse.dynamodb.Scan", aws.RawMember("Items")),)
+RAW_BYTES_EVENTS = (("before-parse.dynamodb.Scan", aws.RawBytes("Items")),)
 
 
 def first_estimate(limiter: Optional[RateLimiter], consistent_read: bool) -> float:
@@ -123,6 +134,7 @@ def scan_segment(
     cancel: Optional[threading.Event] = None,
     raw_json: bool = False,
     units_per_item: Optional[float] = None,
+    raw_bytes: bool = False,
 ) -> Iterator[Page]:
     """Every page of one segment, in order, until DynamoDB stops returning ``LastEvaluatedKey``.
 
@@ -130,7 +142,8 @@ def scan_segment(
     resumes a segment after a page's ``last_key`` (valid only with the same ``total_segments``).
     ``cancel`` (used by :func:`scan_segments`) stops waiting for capacity and retrying as soon as it is set.
     ``raw_json`` gives items as DynamoDB's JSON (binaries as base64 text) without botocore's per-attribute
-    parsing: the export's fast path (see :class:`ddbvault.aws.RawMember`).
+    parsing (see :class:`ddbvault.aws.RawMember`); ``raw_bytes`` gives no items but each page's ``items_json``, the
+    bytes DynamoDB sent (:class:`ddbvault.aws.RawBytes`): the export's fastest path, for the JVM codec.
 
     Without ``page_size``, pages follow the budget: each page's ``Limit`` is what the limiter says one call
     should cost (``call_units``) over the units an item costs, first ``units_per_item`` (from the table's
@@ -138,7 +151,8 @@ def scan_segment(
     """
     if not 0 <= segment < total_segments:
         raise ValueError(f"segment {segment} is not in 0..{total_segments - 1}")
-    client = aws.client("dynamodb", region, data_plane=True, events=RAW_JSON_EVENTS if raw_json else ())
+    events = RAW_BYTES_EVENTS if raw_bytes else RAW_JSON_EVENTS if raw_json else ()
+    client = aws.client("dynamodb", region, data_plane=True, events=events)
     what = f"Scan of table {table} segment {segment}/{total_segments}"
     params: Dict[str, Any] = {
         "TableName": table,
@@ -175,17 +189,27 @@ def scan_segment(
                 limiter.settle(estimate, 0.0)  # nothing was read: the job's figure counts only what was charged
             raise
         items = response.get("Items", [])
+        items_json = None
+        if raw_bytes:
+            if items and not isinstance(items, bytes):  # never: RawBytes hands Items over whenever a body has them
+                raise TypeError(f"{what}: items arrived parsed, not as bytes")
+            items_json, items = items or b"[]", []
+        count = response.get("Count")
+        if count is None:  # DynamoDB always says; a stand-in might not
+            count = len(json.loads(items_json)) if items_json is not None else len(items)
+        count = int(count)
         consumed = _consumed(response)
         if consumed is None:
-            consumed = estimate_rcu(items, consistent_read)
+            consumed = estimate_rcu(items, consistent_read) if items_json is None else \
+                estimate_rcu_of_bytes(len(items_json), consistent_read)
         if limiter is not None:
             limiter.settle(estimate, consumed)
         start_key = response.get("LastEvaluatedKey") or None
-        scanned = int(response.get("ScannedCount", len(items)))
+        scanned = int(response.get("ScannedCount", count))
         per_item = learn_units_per_item(per_item, consumed, scanned, consistent_read)
         _LEARNED[learned_key] = per_item
         yield Page(items=items, consumed=consumed, scanned=scanned, segment=segment, done=start_key is None,
-                   last_key=start_key)
+                   last_key=start_key, items_json=items_json, count=count)
         if start_key is None:
             return
         estimate = max(MIN_PAGE_RCU, consumed)
@@ -217,6 +241,7 @@ def scan_segments(
     max_pending_pages: Optional[int] = None,
     raw_json: bool = False,
     units_per_item: Optional[float] = None,
+    raw_bytes: bool = False,
 ) -> Iterator[Tuple[int, Page]]:
     """Scan ``segments`` on up to ``threads`` threads; yield ``(segment, page)`` as pages arrive.
 
@@ -264,7 +289,7 @@ def scan_segments(
                 for page in scan_segment(table, segment, total_segments, region=region, limiter=limiter,
                                          policy=worker_policy, consistent_read=consistent_read,
                                          page_size=page_size, cancel=stop, raw_json=raw_json,
-                                         units_per_item=units_per_item):
+                                         units_per_item=units_per_item, raw_bytes=raw_bytes):
                     if not put((segment, page)):
                         return
         except _Cancelled:

@@ -49,6 +49,15 @@ def measure(frame) -> Tuple[int, int]:
     return int(row["n"]), int(row["d"] or 0)
 
 
+def shares(frame) -> int:
+    """The sum of an items DataFrame's ``item_digest`` column: its digest, as the rows' writer computed it (one
+    column read, no hashing; :func:`check` later recomputes it from the text)."""
+    from pyspark.sql import functions as F
+
+    row = frame.agg(F.sum(F.col(layout.ITEM_DIGEST).cast("decimal(38,0)")).alias("d")).first()
+    return int(row["d"] or 0)
+
+
 def uri(vault: str, version: int) -> str:
     return layout.join(vault, layout.META_DIR, "versions", f"v{version:020d}.json")
 

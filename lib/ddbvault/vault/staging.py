@@ -9,14 +9,18 @@ items table still changes in one commit, made from the staged rows once every se
   ``source`` (absent for a scan; a DynamoDB export's ARN when its data files are the parts) and
   when the scan started (a resumed export keeps it: the first merge replays the stream from there, so it must
   be less than ~20 hours old while the stream holds 24).
-- ``seg-<segment>-<attempt>.json.gz``: one segment's rows as JSON lines, written by one task attempt.
+- ``seg-<segment>-<attempt>.json.gz``: one segment, written by one task attempt, as the manifest's ``staged_as``
+  says: ``pages`` (a scan with the JVM codec: a line per Scan page, the JSON array of its items exactly as
+  DynamoDB sent it, turned into rows by the JVM at the commit) or ``rows`` (a line per item row, made in Python).
 - ``seg-<segment>-<attempt>-<items>-<digest>.done``: empty, written after the rows; its name says the segment is
-  finished, which file holds it and what the integrity record needs, so one listing tells a rerun everything.
-  Two attempts of one segment (a Spark retry, a speculative copy) leave two self-consistent pairs; one is used.
+  finished, which file holds it and what the integrity record needs (pages: the digest is taken at the commit,
+  and 0 here), so one listing tells a rerun everything. Two attempts of one segment (a Spark retry, a
+  speculative copy) leave two self-consistent pairs; one is used.
 """
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import re
@@ -39,6 +43,13 @@ _DONE = re.compile(r"^seg-(\d+)-([0-9a-f]+)-(\d+)-(\d+)\.done$")
 
 # Staged rows: the columns the export's rows vary in; the rest are the same for the whole export.
 PK, SK, ITEM, SIZE, DIGEST = "p", "s", "i", "z", "d"
+# How a staging holds its segments (the manifest's ``staged_as``; a manifest without it is ``rows``).
+AS_ROWS, AS_PAGES = "rows", "pages"
+# The JVM codec (jvm/src/ddbvault/jvm/PageRows.java, in ddbvault-jvm.jar): a staged page to its rows.
+JVM_CODEC_CLASS = "ddbvault.jvm.PageRows"
+JVM_CODEC_FUNCTION = "ddbvault_page_rows"
+JVM_CODEC_MARK = "ddbvault-item-codec: "
+PAGE_ROWS_TYPE = f"array<struct<{PK}:string,{SK}:string,{ITEM}:string,{SIZE}:bigint,{DIGEST}:bigint>>"
 
 
 def root(vault: str) -> str:
@@ -55,6 +66,43 @@ def stage_schema():
         T.StructField(SIZE, T.LongType(), False),
         T.StructField(DIGEST, T.LongType(), False),
     ])
+
+
+def register_jvm_codec(spark) -> bool:
+    """Make the JVM codec's SQL function known to ``spark``; False when ddbvault-jvm.jar is not on the classpath
+    (``make jvm`` locally; ``--jars`` on EMR), and the export then makes its rows in Python."""
+    try:
+        spark.udf.registerJavaFunction(JVM_CODEC_FUNCTION, JVM_CODEC_CLASS, PAGE_ROWS_TYPE)
+    except Exception as exc:  # AnalysisException (class not found) or Py4J's error, by Spark version
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log.warning("ddbvault's JVM codec (%s in ddbvault-jvm.jar) is not on the classpath (%s): the export parses "
+                    "items in Python, at about twice the CPU; add the jar with --jars", JVM_CODEC_CLASS, first)
+        return False
+    return True
+
+
+def page_rows(spark, paths: List[str], hash_key: str, range_key: Optional[str]):
+    """Staged pages as rows of (p, s, i, z, d), by the JVM codec (registered by :func:`register_jvm_codec`).
+    The scan checked that every page is UTF-8 (``aws.RawBytes``), so the text reader replaces nothing."""
+    from pyspark.sql import functions as F
+
+    pages = spark.read.text(paths)
+    rows = F.call_udf(JVM_CODEC_FUNCTION, F.col("value"), F.lit(hash_key), F.lit(range_key).cast("string"))
+    return pages.select(F.explode(rows).alias("r")).select("r.*")
+
+
+def codec_failure(exc: BaseException) -> Optional[Tuple[str, str]]:
+    """(attribute path, reason) from the JVM codec's own message in a failed Spark job's error (None: the job
+    failed for another reason)."""
+    text = str(exc)
+    at = text.find(JVM_CODEC_MARK)
+    if at < 0:
+        return None
+    try:
+        found, _ = json.JSONDecoder().raw_decode(text, at + len(JVM_CODEC_MARK))
+        return str(found["path"]), str(found["reason"])
+    except (ValueError, KeyError, TypeError):
+        return "", text[at + len(JVM_CODEC_MARK):].splitlines()[0].strip()
 
 
 @dataclass(frozen=True)
@@ -97,6 +145,8 @@ def resume_or_start(vault: str, region: Optional[str], fresh: Dict[str, Any], no
             why = "it was of another table (or the table was created anew since)"
         elif found.get("source") != fresh.get("source"):
             why = "it was staged from another source (a scan, or another DynamoDB export)"
+        elif found.get("staged_as", AS_ROWS) != fresh.get("staged_as", AS_ROWS):
+            why = f"it holds {found.get('staged_as', AS_ROWS)}, and this run stages {fresh.get('staged_as', AS_ROWS)}"
         elif found.get("consistent_read") != fresh["consistent_read"]:
             why = "it used another read consistency"
         elif found.get("stream_arn") != fresh["stream_arn"]:
@@ -133,14 +183,24 @@ class SegmentFile:
     """One segment's rows on their way to the vault: gzip JSON lines in a local file, uploaded when the segment
     is finished, then the marker that says so. Executor side."""
 
-    def __init__(self, staging: str, segment: int, region: Optional[str]) -> None:
+    def __init__(self, staging: str, segment: int, region: Optional[str], pages: bool = False) -> None:
         self.staging, self.segment, self.region = staging, segment, region
         self.attempt = uuid.uuid4().hex[:12]
         fd, self.local = tempfile.mkstemp(prefix=f"ddbvault-seg-{segment}-", suffix=".json.gz", dir=_spill_dir())
         os.close(fd)
-        self._out = gzip.open(self.local, "wt", encoding="utf-8", compresslevel=1, newline="\n")
+        self._out = gzip.open(self.local, "wb", compresslevel=1) if pages else \
+            gzip.open(self.local, "wt", encoding="utf-8", compresslevel=1, newline="\n")
         self.items = 0
         self.digest = 0
+
+    def add_page(self, items_json: bytes, count: int) -> None:
+        """A Scan page's items as DynamoDB sent them (a JSON array), ``count`` of them, as one line (pages)."""
+        if b"\n" in items_json or b"\r" in items_json:
+            # Outside strings (where they are escaped) line breaks are only spacing between JSON tokens.
+            items_json = items_json.replace(b"\n", b" ").replace(b"\r", b" ")
+        self._out.write(items_json)
+        self._out.write(b"\n")
+        self.items += count
 
     def add(self, pk: str, sk: Optional[str], text: str, size: int, digest: int) -> None:
         self.add_rows([(pk, sk, text, size, digest)])
