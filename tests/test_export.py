@@ -379,3 +379,31 @@ def test_a_killed_export_rerun_reads_only_unfinished_segments_and_commits_once(s
     assert summary["resumed_from"] not in (None, run.run_id)
     assert history_versions(spark, vault) == [0]
     assert not os.path.exists(staging.root(vault))  # the staged rows are gone once committed
+
+
+def test_an_item_the_jvm_codec_refuses_fails_the_commit_and_leaves_the_vault_as_it_was(spark, tmp_path):
+    """DynamoDB never sends an invalid item, so the stand-in cannot either: a staged page is made by hand. The
+    commit fails with the Python codec's error type naming the attribute, and nothing is committed."""
+    from ddbvault.codec import ItemCodecError
+    from ddbvault.export_commit import commit_staged
+    from ddbvault.vault import lock
+
+    vault = str(tmp_path / "vault")
+    staged_at = staging.root(vault)
+    for segment, page in enumerate([b'[{"pk":{"S":"a"},"n":{"N":"1.5"}}]',
+                                    b'[{"pk":{"S":"b"}},\n{"pk":{"S":"c"},"m":{"M":{"x.y":{"N":"1e999"}}}}]']):
+        out = staging.SegmentFile(staged_at, segment, None, pages=True)
+        out.add_page(page, page.count(b'"pk"'))
+        out.finish()
+    assert staging.register_jvm_codec(spark)
+    run = Run(job="export_table")
+    opts = ExportOptions(table="t", vault=vault, region=REGION_A)
+    with lock.WriterLock(vault, run.job, run.run_id) as writer, pytest.raises(ItemCodecError) as err:
+        commit_staged(spark, opts, run, {"table": {"TableName": "t"}}, writer=writer, total=2,
+                      change_time=datetime.now(timezone.utc), pages_of=("pk", None))
+    assert err.value.path == 'm["x.y"]'
+    assert str(err.value).startswith('invalid DynamoDB attribute m["x.y"]: number overflow')
+    assert "nothing was committed" in str(err.value)
+    log_dir = os.path.join(vault, layout.ITEMS_DIR, "_delta_log")
+    assert not os.path.exists(log_dir) or [n for n in os.listdir(log_dir) if n.endswith(".json")] == []
+    assert sorted(staging.finished(staged_at)) == [0, 1]  # kept for a rerun
