@@ -98,8 +98,9 @@ VERSION ?= $(shell sed -n 's/^ *version="\([^"]*\)".*/\1/p' setup.py)-$(shell gi
 # pydeps.tar.gz (EMR Serverless's boto3) comes from the venv's site-packages when there is one.
 DEPS_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 
-package: ## dist/<version>/ (DIST=, VERSION= to change): ddbvault.zip (--py-files), jobs/, the EMR bootstrap, lambda.zip, pydeps.tar.gz (no Spark needed)
+package: $(JVM_JAR) ## dist/<version>/ (DIST=, VERSION= to change): ddbvault.zip (--py-files), ddbvault-jvm.jar (--jars), jobs/, the EMR bootstrap, lambda.zip, pydeps.tar.gz
 	rm -rf $(DIST)/$(VERSION) && mkdir -p $(DIST)/$(VERSION)/jobs $(DIST)/$(VERSION)/.lib
+	cp $(JVM_JAR) $(DIST)/$(VERSION)/ddbvault-jvm.jar
 	cp -R lib/ddbvault $(DIST)/$(VERSION)/.lib/ && find $(DIST)/$(VERSION)/.lib -name __pycache__ -prune -exec rm -rf {} +
 	cd $(DIST)/$(VERSION)/.lib && $(PYTHON) -m zipfile -c ../ddbvault.zip ddbvault
 	rm -rf $(DIST)/$(VERSION)/.lib

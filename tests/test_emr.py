@@ -323,10 +323,11 @@ class FakeEmr:
             assert cluster["state"] == "WAITING"
             args = params["Step"]["HadoopJarStep"]["Args"]
             assert all(isinstance(a, str) for a in args), args  # EMR refuses anything but strings
-            assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", f"{ARTIFACTS}/ddbvault.zip"]
-            assert args[5].startswith(f"{ARTIFACTS}/jobs/")
-            script = os.path.join(ROOT, "jobs", args[5][len(ARTIFACTS) + len("/jobs/"):])
-            job_args, metrics = cli.take_metrics_flag(args[6:])  # the runner's flag: every job publishes metrics
+            assert args[:7] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", f"{ARTIFACTS}/ddbvault.zip",
+                                "--jars", f"{ARTIFACTS}/ddbvault-jvm.jar"]
+            assert args[7].startswith(f"{ARTIFACTS}/jobs/")
+            script = os.path.join(ROOT, "jobs", args[7][len(ARTIFACTS) + len("/jobs/"):])
+            job_args, metrics = cli.take_metrics_flag(args[8:])  # the runner's flag: every job publishes metrics
             assert metrics
             parsed = module(script).parse_args(job_args)
             self.steps.append({"state": state, "script": os.path.basename(script), "args": job_args,
@@ -594,8 +595,9 @@ def test_serverless_runs_each_job_with_its_own_role_delta_from_the_image_and_the
         conf = dict(pair.split("=", 1) for pair in job["submit"].split("--conf ")[1:] for pair in [pair.strip()])
         assert conf["spark.submit.pyFiles"] == f"{ARTIFACTS}/ddbvault.zip"
         assert conf["spark.archives"] == f"{ARTIFACTS}/pydeps.tar.gz#pydeps"
-        assert conf["spark.jars"] == ",".join(f"/usr/share/aws/delta/lib/{jar}"
-                                              for jar in ("delta-spark.jar", "delta-storage.jar"))
+        assert conf["spark.jars"] == ",".join([*(f"/usr/share/aws/delta/lib/{jar}"
+                                                 for jar in ("delta-spark.jar", "delta-storage.jar")),
+                                               f"{ARTIFACTS}/ddbvault-jvm.jar"])
         assert conf["spark.emr-serverless.driverEnv.PYTHONPATH"] == conf["spark.executorEnv.PYTHONPATH"] == "./pydeps"
         assert {k: v for k, v in spark.items() if not k.startswith("spark.yarn.")}.items() <= conf.items()
         assert job["params"]["ConfigurationOverrides"]["MonitoringConfiguration"]["S3MonitoringConfiguration"] == \
@@ -755,19 +757,21 @@ def test_a_run_id_that_cannot_name_a_file_is_refused(capsys, bad):
 
 # -- the package ---------------------------------------------------------------------------------------------------
 
-def test_make_package_needs_only_python_and_ships_the_library_for_py_files(tmp_path):
+def test_make_package_ships_the_library_for_py_files_and_the_jvm_codec_for_jars(tmp_path):
     dist = tmp_path / "dist"
     make = ["make", "-s", "-C", ROOT, "package", f"DIST={dist}", "VERSION=9.9.9-test"]  # the PATH's python3
     planned = subprocess.run([*make, "-n"], capture_output=True, text=True, check=True).stdout
-    assert "pip" not in planned and "-m venv" not in planned and "mvn" not in planned  # not `setup`
+    assert "pip" not in planned and "-m venv" not in planned and "mvn" not in planned  # not `setup` again
     subprocess.run(make, capture_output=True, text=True, check=True)
     built = dist / "9.9.9-test"
     assert sorted(p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()) == sorted(
-        ["bootstrap.sh", "ddbvault.zip", "lambda.zip", "pydeps.tar.gz"]
+        ["bootstrap.sh", "ddbvault.zip", "ddbvault-jvm.jar", "lambda.zip", "pydeps.tar.gz"]
         + [f"jobs/{name}" for name in os.listdir(os.path.join(ROOT, "jobs")) if name.endswith(".py")])
     out = built / "ddbvault.zip"
     with zipfile.ZipFile(out) as archive:
         assert not [n for n in archive.namelist() if "__pycache__" in n or not n.startswith("ddbvault/")]
+    with zipfile.ZipFile(built / "ddbvault-jvm.jar") as archive:
+        assert {"ddbvault/jvm/PageRows.class", "ddbvault/jvm/Canonical.class"} <= set(archive.namelist())
     # The zip first on the path, as --py-files puts it on executors: ddbvault must come from it.
     code = (f"import sys; sys.path.insert(0, {str(out)!r}); "
             "import ddbvault.export, ddbvault.restore, ddbvault.verify, ddbvault.merge; "

@@ -14,7 +14,7 @@ from ddbvault import codec
 from ddbvault.errors import VerifyMismatch
 from ddbvault.export import ExportOptions, export_table
 from ddbvault.runner import Run
-from ddbvault.vault import layout
+from ddbvault.vault import layout, staging
 from ddbvault.verify import VerifyOptions, compare, planning_bytes, summarize, verify_replica
 from servers import REGION_A, REGION_B
 
@@ -65,7 +65,11 @@ def test_exact_replica_passes(spark, replica):
     assert (summary["vault_version"], summary["segments"]) == (0, 3)
 
 
-def test_one_changed_item_is_reported_different(spark, replica):
+@pytest.mark.parametrize("codec", ["jvm", "python"])
+def test_one_changed_item_is_reported_different(spark, replica, codec, monkeypatch):
+    """With the JVM codec, and without its jar (the scan's items then made in Python): the same verdict."""
+    if codec == "python":
+        monkeypatch.setattr(staging, "register_jvm_codec", lambda session: False)
     vault, table, client, items = replica
     original = items[("user-2", "7.5")]
     client.update_item(TableName=table, Key={"pk": {"S": "user-2"}, "sk": {"N": "7.5"}},

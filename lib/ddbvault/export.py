@@ -111,21 +111,27 @@ def units_per_item(description: Dict[str, Any], consistent_read: bool) -> Option
     return (size / count) / 4096.0 * scan.unit_of_read(consistent_read)
 
 
-def scan_partition(plan: ScanPlan, segments: Iterator[int]) -> Iterator[tuple]:
-    """One Spark task: scan its segments on ``plan.readers`` threads, paced by the job's budget; yield item rows
-    (verify's and repair's scan of a table; what the scan consumed is counted by the job's budget service)."""
+def scan_partition(plan: ScanPlan, segments: Iterator[int], pages: bool = False) -> Iterator[tuple]:
+    """One Spark task: scan its segments on ``plan.readers`` threads, paced by the job's budget; yield item rows,
+    or with ``pages`` a row per Scan page holding its items as DynamoDB sent them, for the JVM codec
+    (``staging.rows_of_pages``). Verify's and repair's scan of a table; what the scan consumed is counted by the
+    job's budget service."""
     limiter = budget_service.limiter_for(plan.budget, plan.readers)
     sender = ProgressSender(plan.progress)
     try:
         for _segment, page in scan.scan_segments(
                 plan.table, list(segments), plan.total_segments, threads=plan.readers, region=plan.region,
                 limiter=limiter, policy=retry.RetryPolicy(max_attempts=plan.max_attempts, throttle_s=plan.throttle_s),
-                consistent_read=plan.consistent_read, raw_json=True, units_per_item=plan.units_per_item):
+                consistent_read=plan.consistent_read, raw_json=not pages, raw_bytes=pages,
+                units_per_item=plan.units_per_item):
+            if pages:
+                yield (page.items_json,)
             for item in page.items:
                 pk, sk, text, size = codec.to_vault_record(item, plan.hash_key, plan.range_key)
                 yield (pk, sk, text, size, layout.SOURCE_EXPORT, plan.change_time, None, plan.run_id,
                        integrity.item_hash(text))
-            sender.add(items=len(page.items), units=page.consumed, parts_done=1 if page.done else 0)
+            sender.add(items=page.count if pages else len(page.items), units=page.consumed,
+                       parts_done=1 if page.done else 0)
     finally:
         sender.close()
         budget_service.close(limiter)

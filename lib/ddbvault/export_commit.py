@@ -8,7 +8,6 @@ import math
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Tuple
 
-from ddbvault.codec import ItemCodecError
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import TableError, VaultError, raising_executor_errors
 from ddbvault.vault import integrity, items, layout, lock, metadata, staging
@@ -76,18 +75,11 @@ def commit_staged(spark, opts: Any, run, meta: Dict[str, Any], *, writer: lock.W
     commit = metadata.commit_metadata(run.job, run.run_id, table_meta=meta, scan_started=change_time.isoformat(),
                                       **commit_fields)
     writer.check()
-    try:
-        with raising_executor_errors():
-            staged_rows(spark, paths, change_time, run.run_id, pages_of).write.format("delta").mode("overwrite") \
-                .option("userMetadata", commit).save(layout.join(opts.vault, layout.ITEMS_DIR))
-    except Exception as exc:
-        found = staging.codec_failure(exc)
-        if found is None:
-            raise
-        path, reason = found
-        raise ItemCodecError(f"{reason}, in what the scan of table {opts.table} read; nothing was committed, the "
-                             f"vault is as it was: check that the endpoint is DynamoDB's, then rerun the export",
-                             path) from None
+    with staging.raising_codec_errors(f"what the scan of table {opts.table} read; nothing was committed, the vault "
+                                      f"is as it was: check that the endpoint is DynamoDB's, then rerun the export"), \
+            raising_executor_errors():
+        staged_rows(spark, paths, change_time, run.run_id, pages_of).write.format("delta").mode("overwrite") \
+            .option("userMetadata", commit).save(layout.join(opts.vault, layout.ITEMS_DIR))
     return scanned, None if pages_of is not None else digest
 
 

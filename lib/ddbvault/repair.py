@@ -20,7 +20,7 @@ from ddbvault.dynamo import budget as budget_service
 from ddbvault.dynamo import table as tables
 from ddbvault.errors import raising_executor_errors
 from ddbvault.export import ScanPlan, group_segments, plan_segments, read_budget
-from ddbvault.vault import layout
+from ddbvault.vault import layout, staging
 from ddbvault.verify import expired, planning_bytes, replica_items, ttl_seconds, vault_bytes
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def repair_table(spark, opts, frame, *, meta: Dict[str, Any], target: Dict[str, 
         plan = RepairPlan(opts.table, opts.region, (hash_key,) + ((range_key,) if range_key else ()),
                           writes_budget.endpoint, opts.writers_per_task, wcu_multiplier, opts.max_attempts,
                           opts.throttle_s, key_types(meta), getattr(opts, "wire", True))
-        with raising_executor_errors():
+        with staging.raising_codec_errors(f"what the scan of table {opts.table} read"), raising_executor_errors():
             results = (spread(writes.select(layout.PK, layout.SK, layout.ITEM, layout.ITEM_SIZE, "delete"),
                               partitions)
                        .select(layout.ITEM, layout.ITEM_SIZE, "delete", layout.PK, layout.SK).rdd

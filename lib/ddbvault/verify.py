@@ -28,7 +28,7 @@ from ddbvault.export import (
     units_per_item,
 )
 from ddbvault.progress import ProgressServer
-from ddbvault.vault import integrity, items, layout, metadata, pointintime, store
+from ddbvault.vault import integrity, items, layout, metadata, pointintime, staging, store
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,21 @@ def summarize(statuses, examples: int) -> Dict[str, Any]:
 
 
 def replica_items(spark, plan: ScanPlan, groups: List[List[int]]):
-    """The replica table scanned in parallel into the items columns (the export's scan and codec)."""
+    """The replica table scanned in parallel into the items columns (the export's scan and codec): at least
+    ``pk``, ``sk``, ``item`` and ``item_size``. With the JVM codec on the classpath the scan hands Python's
+    workers' pages to it untouched; an item it refuses raises ``ItemCodecError`` from the action (wrap it in
+    ``staging.raising_codec_errors``)."""
+    from pyspark.sql import functions as F
+
+    pages = staging.register_jvm_codec(spark)
     rows = spark.sparkContext.parallelize(groups, len(groups)).flatMap(lambda group: group) \
-        .mapPartitions(lambda segs: scan_partition(plan, segs))
-    return spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
+        .mapPartitions(lambda segs: scan_partition(plan, segs, pages))
+    if not pages:
+        return spark.createDataFrame(rows, layout.items_schema(), verifySchema=False)
+    made = staging.rows_of_pages(spark.createDataFrame(rows, "page binary", verifySchema=False), plan.hash_key,
+                                 plan.range_key)
+    return made.select(F.col(staging.PK).alias(layout.PK), F.col(staging.SK).alias(layout.SK),
+                       F.col(staging.ITEM).alias(layout.ITEM), F.col(staging.SIZE).alias(layout.ITEM_SIZE))
 
 
 def replica_hashes(replica):
@@ -230,7 +241,7 @@ def verify_replica(opts: VerifyOptions, run, spark=None) -> Dict[str, Any]:
         scratch = layout.join(opts.vault, layout.META_DIR, SCRATCH_DIR, run.run_id)
         scanned = layout.join(scratch, "replica")
         try:
-            with raising_executor_errors():
+            with staging.raising_codec_errors(f"what the scan of table {opts.table} read"), raising_executor_errors():
                 replica_hashes(replica).write.mode("overwrite").parquet(scanned)
                 result = summarize(compare(vault_items, spark.read.parquet(scanned), ttl_attribute), opts.examples)
         finally:

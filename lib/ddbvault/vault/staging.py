@@ -19,6 +19,7 @@ items table still changes in one commit, made from the staged rows once every se
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -28,9 +29,9 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ddbvault.codec import compact_json
+from ddbvault.codec import ItemCodecError, compact_json
 from ddbvault.vault import layout, store
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ def stage_schema():
 def register_jvm_codec(spark) -> bool:
     """Make the JVM codec's SQL function known to ``spark``; False when ddbvault-jvm.jar is not on the classpath
     (``make jvm`` locally; ``--jars`` on EMR), and the export then makes its rows in Python."""
+    if spark.catalog.functionExists(JVM_CODEC_FUNCTION):
+        return True
     try:
         spark.udf.registerJavaFunction(JVM_CODEC_FUNCTION, JVM_CODEC_CLASS, PAGE_ROWS_TYPE)
     except Exception as exc:  # AnalysisException (class not found) or Py4J's error, by Spark version
@@ -84,11 +87,31 @@ def register_jvm_codec(spark) -> bool:
 def page_rows(spark, paths: List[str], hash_key: str, range_key: Optional[str]):
     """Staged pages as rows of (p, s, i, z, d), by the JVM codec (registered by :func:`register_jvm_codec`).
     The scan checked that every page is UTF-8 (``aws.RawBytes``), so the text reader replaces nothing."""
+    return rows_of_pages(spark.read.text(paths), hash_key, range_key)
+
+
+def rows_of_pages(pages, hash_key: str, range_key: Optional[str]):
+    """A one-column DataFrame of Scan pages (JSON arrays of items, as string or UTF-8 binary) as rows of
+    (p, s, i, z, d), by the JVM codec."""
     from pyspark.sql import functions as F
 
-    pages = spark.read.text(paths)
-    rows = F.call_udf(JVM_CODEC_FUNCTION, F.col("value"), F.lit(hash_key), F.lit(range_key).cast("string"))
+    column = F.col(pages.columns[0]).cast("string")
+    rows = F.call_udf(JVM_CODEC_FUNCTION, column, F.lit(hash_key), F.lit(range_key).cast("string"))
     return pages.select(F.explode(rows).alias("r")).select("r.*")
+
+
+@contextlib.contextmanager
+def raising_codec_errors(where: str) -> Iterator[None]:
+    """Around a Spark action that runs the JVM codec: an item it refused is raised as the Python codec's
+    :class:`ItemCodecError`, naming the attribute, followed by ``where`` (what read the item, what to do)."""
+    try:
+        yield
+    except Exception as exc:
+        found = codec_failure(exc)
+        if found is None:
+            raise
+        path, reason = found
+        raise ItemCodecError(f"{reason}, in {where}", path) from None
 
 
 def codec_failure(exc: BaseException) -> Optional[Tuple[str, str]]:
