@@ -243,8 +243,9 @@ def job_args(step: Step) -> List[str]:
 
 
 def add_step(step: Step, next_state: str) -> Dict[str, Any]:
-    args = ["'spark-submit'", "'--deploy-mode'", "'cluster'", "'--py-files'",
-            "States.Format('{}/ddbvault.zip', $.artifacts)", "'--jars'", f"States.Format('{{}}/{JVM_JAR}', $.artifacts)",
+    args = ["'spark-submit'", "'--deploy-mode'", "'cluster'",
+            "'--py-files'", "States.Format('{}/ddbvault.zip', $.artifacts)",
+            "'--jars'", f"States.Format('{{}}/{JVM_JAR}', $.artifacts)",
             f"States.Format('{{}}/jobs/{step.script}', $.artifacts)", *job_args(step)]
     return {
         "Type": "Task",
