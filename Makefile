@@ -12,6 +12,12 @@ PY := $(VENV)/bin/python
 JARS := .jars/spark-$(SPARK)
 PYTEST_ARGS ?=
 
+# ddbvault's own JVM code (the export's item codec), compiled against the installed pyspark's jars: bytecode for
+# Java 8 on Spark 3.5 (so one jar serves EMR 7 and emr-spark-8), Java 17 on Spark 4.0 (its jars need it).
+JVM_JAR := $(JARS)/ddbvault-jvm.jar
+JVM_SRC := $(wildcard jvm/src/ddbvault/jvm/*.java)
+JAVA_RELEASE := $(if $(filter 3.5,$(SPARK)),8,17)
+
 .DEFAULT_GOAL := help
 .PHONY: help setup jars jvm test smoke lint lint-deploy emr-node demo bench bench-node package clean
 
@@ -32,12 +38,6 @@ jars: $(JARS)/.fetched ## fetch the Delta and s3a jars for SPARK from Maven Cent
 $(JARS)/.fetched: build/pom.xml
 	mvn -q -B -f build/pom.xml -P spark-$(SPARK) dependency:copy-dependencies
 	touch $@
-
-# ddbvault's own JVM code (the export's item codec), compiled against the installed pyspark's jars: bytecode for
-# Java 8 on Spark 3.5 (so one jar serves EMR 7 and emr-spark-8), Java 17 on Spark 4.0 (its jars need it).
-JVM_JAR := $(JARS)/ddbvault-jvm.jar
-JVM_SRC := $(wildcard jvm/src/ddbvault/jvm/*.java)
-JAVA_RELEASE := $(if $(filter 3.5,$(SPARK)),8,17)
 
 jvm: $(JVM_JAR) ## compile ddbvault's JVM codec into .jars/spark-SPARK/ddbvault-jvm.jar
 

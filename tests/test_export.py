@@ -119,6 +119,7 @@ def test_hash_range_s_and_b_keys_with_gsi_and_lsi(spark, ddb, vault_bucket):
     assert_vault_equals(spark, vault, scanned, "pk", "sk")
     assert (summary["items"], summary["vault_version"], summary["segments"], summary["tasks"]) == \
         (len(items), 0, 4, 1)
+    assert summary["item_codec"] == "jvm"
     _, meta = metadata.table_meta_at(spark, vault)
     assert [i["IndexName"] for i in meta["table"]["LocalSecondaryIndexes"]] == ["by_rank"]
     assert [i["IndexName"] for i in meta["table"]["GlobalSecondaryIndexes"]] == ["by_gn"]
