@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -20,6 +22,7 @@ from jobs_helpers import (
     texts,
     vault_texts,
 )
+from pyspark.sql import Observation
 from pyspark.sql import functions as F
 
 from ddbvault import codec
@@ -125,18 +128,25 @@ def test_hash_range_s_and_b_keys_with_gsi_and_lsi(spark, ddb, vault_bucket):
     assert [i["IndexName"] for i in meta["table"]["GlobalSecondaryIndexes"]] == ["by_gn"]
 
 
-def test_the_jvm_and_the_python_codec_make_the_same_version(spark, ddb, tmp_path):
+def test_the_jvm_and_the_python_codec_make_the_same_version(spark, ddb, tmp_path, monkeypatch, caplog):
     """The JVM codec (staged pages) and the Python codec (staged rows) give the same rows and the same integrity
-    record, digest included; the JVM's digest is taken from the rows it made, the Python one from its own."""
+    record, digest included: the JVM's digest observed as its rows were written (or, when Spark does not report
+    it, read back from the version), the Python one summed as they were staged."""
     client, made = ddb
     table = name("exp-codecs")
     create_table(client, table, [("pk", "S"), ("sk", "B")])
     made.append(table)
     put_items(client, table, hash_range_items())
     made_by = {}
-    for jvm in (True, False):
+    for jvm in (True, False, "unreported"):
+        if jvm == "unreported":
+            monkeypatch.setattr(integrity, "OBSERVED_WAIT_S", 0.5)
+            monkeypatch.setattr(Observation, "get", property(lambda self: time.sleep(3600)))
         vault = str(tmp_path / f"vault-{jvm}")
-        summary, _ = export(spark, table, vault, segments=3, jvm_codec=jvm)
+        with caplog.at_level(logging.WARNING, logger="ddbvault.vault.integrity"):
+            caplog.clear()
+            summary, _ = export(spark, table, vault, segments=3, jvm_codec=bool(jvm))
+        assert ("did not report the written rows' digest" in caplog.text) == (jvm == "unreported")
         rows = spark.read.format("delta").load(os.path.join(vault, layout.ITEMS_DIR)) \
             .select(layout.PK, layout.SK, layout.ITEM, layout.ITEM_SIZE, layout.ITEM_DIGEST).collect()
         record = integrity.recorded(vault, 0)
@@ -144,7 +154,7 @@ def test_the_jvm_and_the_python_codec_make_the_same_version(spark, ddb, tmp_path
         assert summary["item_codec"] == ("jvm" if jvm else "python")
         assert integrity.check(vault, 0, spark.read.format("delta").load(os.path.join(vault, layout.ITEMS_DIR))) \
             == {"version": 0, "status": "ok", "items": 45}
-    assert made_by[True] == made_by[False]
+    assert made_by[True] == made_by[False] == made_by["unreported"]
     assert len(made_by[True][0]) == 45
 
 

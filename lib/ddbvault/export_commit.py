@@ -61,8 +61,9 @@ def commit_staged(spark, opts: Any, run, meta: Dict[str, Any], *, writer: lock.W
                   **commit_fields: Any) -> Tuple[int, Optional[int]]:
     """The staged parts 0..total-1 (scan segments or export files) as the items table's new version, in one Delta
     overwrite whose commit says where the rows came from (``scan_started``: where the next merge starts to replay
-    the stream). Returns (items, digest) of what was staged; the digest is None for staged pages (``pages_of``),
-    whose rows are made at this commit. Under the writer lease."""
+    the stream). Returns (items, digest) of what was staged; for staged pages (``pages_of``), whose rows are made
+    at this commit, the digest is observed as they are written (None if Spark did not report it). Under the
+    writer lease."""
     staged_at = staging.root(opts.vault)
     done = staging.finished(staged_at, opts.vault_region)
     try:
@@ -78,9 +79,12 @@ def commit_staged(spark, opts: Any, run, meta: Dict[str, Any], *, writer: lock.W
     with staging.raising_codec_errors(f"what the scan of table {opts.table} read; nothing was committed, the vault "
                                       f"is as it was: check that the endpoint is DynamoDB's, then rerun the export"), \
             raising_executor_errors():
-        staged_rows(spark, paths, change_time, run.run_id, pages_of).write.format("delta").mode("overwrite") \
-            .option("userMetadata", commit).save(layout.join(opts.vault, layout.ITEMS_DIR))
-    return scanned, None if pages_of is not None else digest
+        rows = staged_rows(spark, paths, change_time, run.run_id, pages_of)
+        if pages_of is not None:  # the rows are made here: their digest too
+            rows, observed_digest = integrity.observed(rows)
+        rows.write.format("delta").mode("overwrite").option("userMetadata", commit) \
+            .save(layout.join(opts.vault, layout.ITEMS_DIR))
+    return scanned, observed_digest() if pages_of is not None else digest
 
 
 def record_commit(spark, opts: Any, run, meta: Dict[str, Any], *, manifest: Dict[str, Any], scanned: int,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ddbvault.errors import VaultError
 from ddbvault.vault import layout, store
@@ -47,6 +47,41 @@ def measure(frame) -> Tuple[int, int]:
     row = frame.select(hash_column(F.col(layout.ITEM)).alias("h")).agg(
         F.count(F.lit(1)).alias("n"), F.sum("h").alias("d")).first()
     return int(row["n"]), int(row["d"] or 0)
+
+
+# How long to wait for a written frame's observed digest (Spark delivers it when the write's job has finished).
+OBSERVED_WAIT_S = 120.0
+
+
+def observed(frame) -> Tuple[Any, Callable[[], Optional[int]]]:
+    """``frame`` with the sum of its ``item_digest`` column observed as the action that writes it runs (Spark's
+    ``Observation``: no second read of what was written), and a function giving that sum once the action has
+    succeeded, or None when Spark's report did not arrive within ``OBSERVED_WAIT_S`` (then :func:`shares` of the
+    written version gives it). Call the function only after the action succeeded: Spark's own wait never ends
+    for an action that failed."""
+    import threading
+
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    observation = Observation()
+    watched = frame.observe(observation, F.sum(F.col(layout.ITEM_DIGEST).cast("decimal(38,0)")).alias("d"))
+    found: List[Any] = []
+
+    def wait() -> None:
+        found.append(observation.get.get("d"))
+
+    def digest() -> Optional[int]:
+        waiter = threading.Thread(target=wait, name="ddbvault-observed-digest", daemon=True)
+        waiter.start()
+        waiter.join(OBSERVED_WAIT_S)
+        if not found:
+            log.warning("Spark did not report the written rows' digest within %.0f s: reading it back",
+                        OBSERVED_WAIT_S)
+            return None
+        return int(found[0] or 0)
+
+    return watched, digest
 
 
 def shares(frame) -> int:
