@@ -128,7 +128,7 @@ EMR_DELTA_LIB = "/usr/share/aws/delta/lib"
 SERVERLESS_DELTA_JARS = ("delta-spark.jar", "delta-storage.jar")
 DEPS_ARCHIVE = "pydeps.tar.gz"
 # ddbvault's JVM codec (``make jvm``), shipped by ``make package`` beside ddbvault.zip: the export's items are
-# parsed in the JVM with it (without it the export still works, parsing them in Python at about twice the CPU).
+# parsed in the JVM with it (without it the export still works, parsing them in Python at about 1.5x the CPU).
 JVM_JAR = "ddbvault-jvm.jar"
 DEPS_DIR = "pydeps"
 

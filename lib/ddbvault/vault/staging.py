@@ -71,15 +71,15 @@ def stage_schema():
 
 def register_jvm_codec(spark) -> bool:
     """Make the JVM codec's SQL function known to ``spark``; False when ddbvault-jvm.jar is not on the classpath
-    (``make jvm`` locally; ``--jars`` on EMR), and the export then makes its rows in Python."""
+    (``make jvm`` locally; ``--jars`` on EMR), and an export, verify or repair then makes its rows in Python."""
     if spark.catalog.functionExists(JVM_CODEC_FUNCTION):
         return True
     try:
         spark.udf.registerJavaFunction(JVM_CODEC_FUNCTION, JVM_CODEC_CLASS, PAGE_ROWS_TYPE)
     except Exception as exc:  # AnalysisException (class not found) or Py4J's error, by Spark version
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        log.warning("ddbvault's JVM codec (%s in ddbvault-jvm.jar) is not on the classpath (%s): the export parses "
-                    "items in Python, at about twice the CPU; add the jar with --jars", JVM_CODEC_CLASS, first)
+        log.warning("ddbvault's JVM codec (%s in ddbvault-jvm.jar) is not on the classpath (%s): scanned items are "
+                    "parsed in Python, at about 1.5x the CPU; add the jar with --jars", JVM_CODEC_CLASS, first)
         return False
     return True
 
